@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -372,7 +373,10 @@ def _count_bounds(n_pixels: int, lo: float, hi: float) -> tuple[int, int]:
 
 
 def _draw_mask(h: int, w: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    """``(h, w)`` float32 hole mask with ``lo <= ratio < hi`` (and at least one hole pixel)."""
+    """``(h, w)`` float32 hole mask with ``lo <= ratio < hi`` (and at least one hole pixel).
+
+    Rasterisation runs in NumPy (single-threaded, no per-op dispatch cost); all randomness comes from ``gen``.
+    """
     n_pixels = h * w
     n_min, n_stop = _count_bounds(n_pixels, lo, hi)
     if n_min >= n_stop:
@@ -382,7 +386,7 @@ def _draw_mask(h: int, w: int, lo: float, hi: float, gen: torch.Generator) -> to
         )
     # Target count drawn uniformly in [n_min, n_stop); shapes are added until the count reaches it.
     target = n_min + int(torch.randint(0, n_stop - n_min, (1,), generator=gen).item())
-    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask = np.zeros((h, w), dtype=bool)
     count = 0
     scale = 1.0
     side = float(min(h, w))
@@ -391,28 +395,26 @@ def _draw_mask(h: int, w: int, lo: float, hi: float, gen: torch.Generator) -> to
             break
         u = torch.rand(_PARAMS_PER_SHAPE, generator=gen, dtype=torch.float64).tolist()
         y0, y1, x0, x1, shape = _shape(u, h, w, side, scale)
-        region = mask[y0:y1, x0:x1]
-        added = int((shape & ~region).sum())
+        region = mask[y0:y1, x0:x1]  # a view: updated in place below
+        added = int(np.count_nonzero(shape & ~region))
         if count + added >= n_stop:
             scale *= 0.7  # overshoot: reject the shape, shrink the brush
             continue
-        mask[y0:y1, x0:x1] = region | shape
+        region |= shape
         count += added
     if count < n_min:
-        mask = _grow(mask, count, n_min, gen)
-    return mask.to(torch.float32)
+        _grow(mask, count, n_min, gen)
+    return torch.from_numpy(mask.astype(np.float32))
 
 
-def _shape(
-    u: list[float], h: int, w: int, side: float, scale: float
-) -> tuple[int, int, int, int, torch.Tensor]:
+def _shape(u: list[float], h: int, w: int, side: float, scale: float) -> tuple[int, int, int, int, np.ndarray]:
     """Rasterise one random shape from uniforms ``u``; returns its bounding box and its bool crop."""
     if u[0] < 0.25:  # axis-aligned box, sides 5-35 % of the image side
         bh = max(1, round(h * scale * (0.05 + 0.30 * u[1])))
         bw = max(1, round(w * scale * (0.05 + 0.30 * u[2])))
         y0 = int(u[3] * (h - bh + 1))
         x0 = int(u[4] * (w - bw + 1))
-        return y0, y0 + bh, x0, x0 + bw, torch.ones(bh, bw, dtype=torch.bool)
+        return y0, y0 + bh, x0, x0 + bw, np.ones((bh, bw), dtype=bool)
     # Brush stroke: a polyline of 1-8 segments with a disc brush of diameter 3-15 % of the image side.
     radius = max(0.5, 0.5 * side * scale * (0.03 + 0.12 * u[1]))
     n_seg = 1 + int(u[2] * _MAX_SEGMENTS)
@@ -429,38 +431,37 @@ def _shape(
     y1 = min(h, math.ceil(max(ys)) + pad + 1)
     x0 = max(0, math.floor(min(xs)) - pad)
     x1 = min(w, math.ceil(max(xs)) + pad + 1)
-    a = torch.tensor([ys[:-1], xs[:-1]], dtype=torch.float32)  # (2, K) segment starts, box-relative below
-    b = torch.tensor([ys[1:], xs[1:]], dtype=torch.float32)  # (2, K) segment ends
-    a[0] -= y0
-    a[1] -= x0
-    b[0] -= y0
-    b[1] -= x0
-    d = b - a
-    dd = (d * d).sum(0).clamp_min(1e-12)  # (K,)
-    py = torch.arange(y1 - y0, dtype=torch.float32).view(1, -1, 1)
-    px = torch.arange(x1 - x0, dtype=torch.float32).view(1, 1, -1)
-    ry = py - a[0].view(-1, 1, 1)  # (K, h', 1)
-    rx = px - a[1].view(-1, 1, 1)  # (K, 1, w')
-    t = ((ry * d[0].view(-1, 1, 1) + rx * d[1].view(-1, 1, 1)) / dd.view(-1, 1, 1)).clamp(0.0, 1.0)
-    ey = ry - t * d[0].view(-1, 1, 1)
-    ex = rx - t * d[1].view(-1, 1, 1)
-    dist2 = (ey * ey + ex * ex).amin(dim=0)  # (h', w') squared distance to the polyline
+    # Segment k runs from (ay, ax)[k] to (ay + dy, ax + dx)[k], in box-relative coordinates; shapes (K, 1, 1).
+    ay = (np.asarray(ys[:-1], dtype=np.float32) - y0)[:, None, None]
+    ax = (np.asarray(xs[:-1], dtype=np.float32) - x0)[:, None, None]
+    dy = np.asarray(ys[1:], dtype=np.float32)[:, None, None] - y0 - ay
+    dx = np.asarray(xs[1:], dtype=np.float32)[:, None, None] - x0 - ax
+    dd = np.maximum(dy * dy + dx * dx, np.float32(1e-12))
+    ry = np.arange(y1 - y0, dtype=np.float32)[None, :, None] - ay  # (K, h', 1)
+    rx = np.arange(x1 - x0, dtype=np.float32)[None, None, :] - ax  # (K, 1, w')
+    t = np.clip((ry * dy + rx * dx) / dd, 0.0, 1.0)  # (K, h', w') projection onto each segment
+    ey = ry - t * dy
+    ex = rx - t * dx
+    dist2 = (ey * ey + ex * ex).min(axis=0)  # (h', w') squared distance to the polyline
     return y0, y1, x0, x1, dist2 <= radius * radius
 
 
-def _grow(mask: torch.Tensor, count: int, n_min: int, gen: torch.Generator) -> torch.Tensor:
-    """Fallback: add random boundary pixels (3x3 dilation ring) until the mask holds ``n_min`` pixels."""
+def _grow(mask: np.ndarray, count: int, n_min: int, gen: torch.Generator) -> None:
+    """Fallback, in place: add random boundary pixels (3x3 dilation ring) until ``mask`` holds ``n_min`` pixels."""
     h, w = mask.shape
+    flat = mask.reshape(-1)  # a view
     if count == 0:
-        mask = mask.clone()
-        mask.view(-1)[int(torch.randint(0, h * w, (1,), generator=gen).item())] = True
+        flat[int(torch.randint(0, h * w, (1,), generator=gen).item())] = True
         count = 1
     while count < n_min:
-        grown = F.max_pool2d(mask[None, None].float(), 3, stride=1, padding=1)[0, 0].bool()
-        ring = (grown & ~mask).view(-1).nonzero().squeeze(1)
+        padded = np.pad(mask, 1)
+        grown = np.zeros_like(mask)
+        for oy in range(3):
+            for ox in range(3):
+                grown |= padded[oy : oy + h, ox : ox + w]
+        ring = np.flatnonzero(grown & ~mask)
         need = n_min - count
-        if ring.numel() > need:
-            ring = ring[torch.randperm(ring.numel(), generator=gen)[:need]]
-        mask.view(-1)[ring] = True
-        count += ring.numel()
-    return mask
+        if ring.size > need:
+            ring = ring[torch.randperm(ring.size, generator=gen)[:need].numpy()]
+        flat[ring] = True
+        count += int(ring.size)

@@ -218,7 +218,12 @@ class UNetDiscriminator(_UNet):
     ) -> None:
         super().__init__(in_channels, base_channels, depth, max_channels, spectral_norm, stem=False)
         self.global_head = _sn(nn.Linear(self.encoder_channels[-1], 1), spectral_norm)
-        self.textural_layers: tuple[str, ...] = tuple(f"encoder.{i}" for i in range(min(4, depth)))
+        self.textural_layers: tuple[str, ...] = self.textural_layer_names(depth)
+
+    @staticmethod
+    def textural_layer_names(depth: int = 5) -> tuple[str, ...]:
+        """Default textural tap names for a given ``depth``, without building a network."""
+        return tuple(f"encoder.{i}" for i in range(min(4, depth)))
 
     @property
     def feature_dim(self) -> int:
