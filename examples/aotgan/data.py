@@ -74,6 +74,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", "
 """File extensions :class:`ImageFolder` picks up (case-insensitive)."""
 
 _FLAT_TRIES = 8  # crops drawn before a flat one (std below min_std) is accepted anyway
+_LANCZOS = getattr(Image, "Resampling", Image).LANCZOS  # Pillow < 9.1 has no Image.Resampling
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an ``(H, W, 3)`` uint8 image with Pillow (Lanczos: antialiased when shrinking)."""
     if array.shape[:2] == (height, width):
         return array
-    image = Image.fromarray(array).resize((width, height), Image.Resampling.LANCZOS)
+    image = Image.fromarray(array).resize((width, height), _LANCZOS)
     return np.asarray(image)
 
 
@@ -132,20 +133,23 @@ def _ensure_min_side(array: np.ndarray, size: int) -> np.ndarray:
     return _resize(array, max(size, math.ceil(h * factor)), max(size, math.ceil(w * factor)))
 
 
-def _crop(array: np.ndarray, size: int, rng: np.random.Generator | None, min_std: float) -> np.ndarray:
-    """A ``size x size`` crop: random (from ``rng``, rejecting flat crops) or, with ``rng=None``, central."""
+def _crop_position(array: np.ndarray, size: int, rng: np.random.Generator | None, min_std: float) -> tuple[int, int]:
+    """Top-left corner of a ``size x size`` crop: random (from ``rng``, redrawing flat crops) or central."""
     h, w = array.shape[:2]
     if rng is None:
-        y, x = (h - size) // 2, (w - size) // 2
-        return array[y : y + size, x : x + size]
-    crop = array[:size, :size]
+        return (h - size) // 2, (w - size) // 2
+    y = x = 0
     for _ in range(_FLAT_TRIES):
         y = int(rng.integers(0, h - size + 1))
         x = int(rng.integers(0, w - size + 1))
-        crop = array[y : y + size, x : x + size]
-        if min_std <= 0 or float(crop.std()) / 255.0 >= min_std:
+        if min_std <= 0 or float(array[y : y + size, x : x + size].std()) / 255.0 >= min_std:
             break
-    return crop
+    return y, x
+
+
+def _crop(array: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
+    y, x = _crop_position(array, size, rng, 0.0)
+    return array[y : y + size, x : x + size]
 
 
 def _to_tensor(crop: np.ndarray, flip: bool) -> torch.Tensor:
@@ -171,7 +175,7 @@ def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
     return getattr(skimage.data, spec)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_photo(name: str) -> np.ndarray | str:
     """The photo as ``(H, W, 3)`` uint8, or a string saying why it could not be loaded offline."""
     try:
@@ -300,15 +304,30 @@ class PhotoCrops(Dataset[torch.Tensor]):
             index += self.length
         if not 0 <= index < self.length:
             raise IndexError(f"index: expected 0 <= index < {self.length}, got {index}")
+        name, y, x, flip = self.crop_plan(index)
+        crop = self.photo(name)[y : y + self.size, x : x + self.size]
+        return _to_tensor(crop, flip=flip)
+
+    def crop_plan(self, index: int) -> tuple[str, int, int, bool]:
+        """Where item ``index`` comes from: ``(photo name, top, left, flipped)`` in the prepared photo.
+
+        ``self[index]`` is exactly ``self.photo(name)[top:top+S, left:left+S]`` (mirrored when flipped), in
+        ``[-1, 1]``. A pure function of ``(seed, epoch, index)`` (held-out: of ``(seed, index)``).
+        """
+        if not 0 <= index < self.length:
+            raise IndexError(f"index: expected 0 <= index < {self.length}, got {index}")
         if self.split == "heldout":
             rng = _rng(self.seed, 1, index)
             name = self.photos[index % len(self.photos)]
-            crop = _crop(self.photo(name), self.size, rng, 0.0)
-            return _to_tensor(crop, flip=False)
-        rng = _rng(self.seed, 0, self.epoch, index)
-        name = self.photos[int(rng.integers(0, len(self.photos)))]
-        crop = _crop(self.photo(name), self.size, rng, self.min_std)
-        return _to_tensor(crop, flip=bool(rng.random() < 0.5))
+            min_std, flip = 0.0, False
+        else:
+            rng = _rng(self.seed, 0, self.epoch, index)
+            name = self.photos[int(rng.integers(0, len(self.photos)))]
+            min_std, flip = self.min_std, None
+        y, x = _crop_position(self.photo(name), self.size, rng, min_std)
+        if flip is None:
+            flip = bool(rng.random() < 0.5)
+        return name, y, x, flip
 
     def photo(self, name: str) -> np.ndarray:
         """The prepared (downscaled, read-only) ``(H, W, 3)`` uint8 photo ``name``."""
@@ -501,9 +520,9 @@ class ImageFolder(Dataset[torch.Tensor]):
             array = _resize(array, max(1, round(h * factor)), max(1, round(w * factor)))
         array = _ensure_min_side(array, self.size)
         if not self.augment:
-            return _to_tensor(_crop(array, self.size, None, 0.0), flip=False)
+            return _to_tensor(_crop(array, self.size, None), flip=False)
         rng = _rng(self.seed, 2, self.epoch, index)
-        crop = _crop(array, self.size, rng, 0.0)
+        crop = _crop(array, self.size, rng)
         return _to_tensor(crop, flip=bool(rng.random() < 0.5))
 
     def _load(self, index: int) -> np.ndarray:

@@ -1,0 +1,656 @@
+"""Inpainting metrics per hole-ratio bucket, as in the paper's Table 2 (mean L1, PSNR, SSIM, FID).
+
+:func:`evaluate` runs any generator ``G(corrupted, hole) -> prediction`` on held-out images with fixed,
+seeded free-form masks in each hole-ratio bucket (0-20 %, 20-40 %, 40-60 % by default), builds the
+composite (prediction in the holes, ground truth elsewhere) and scores it against the ground truth.
+:func:`image_metrics` is the per-image scoring step on its own, for masks of your choice.
+
+torchmetrics is an optional extra (``pip install 'scatloss[examples]'``); it is imported only when a
+function here is called. FID is computed only from Inception weights that exist on disk (nothing is
+ever downloaded); without them the report says ``fid_status = "unavailable: <reason>"``.
+
+Example:
+    >>> import torch
+    >>> from scatloss.evaluate import evaluate
+    >>> images = torch.rand(4, 3, 32, 32) * 2 - 1          # held-out images in [-1, 1]
+    >>> report = evaluate(lambda corrupted, hole: corrupted, images, seed=0)
+    >>> [b.count for b in report.buckets]
+    [4, 4, 4]
+    >>> report.fid_status.startswith("unavailable")
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import check_float_tensor, describe
+from .functional import composite, corrupt
+from .masks import BUCKETS, _check_buckets, bucket_name, bucket_of, free_form_mask, hole_ratio
+
+__all__ = [
+    "PSNR_CAP",
+    "SSIM_MIN_SIZE",
+    "BucketMetrics",
+    "EvaluationReport",
+    "evaluate",
+    "image_metrics",
+]
+
+PSNR_CAP: float = 100.0
+"""PSNR (dB) reported for a sample whose PSNR is infinite (MSE = 0) or above this value.
+
+A perfect reconstruction has MSE = 0 and an infinite PSNR, which would turn every mean into ``inf``. Such
+samples are reported at ``PSNR_CAP`` and counted in :attr:`BucketMetrics.psnr_capped`, so a mean that
+contains capped samples is recognisable. 100 dB is an MSE of 1e-10 on a [0, 1] scale: far below 8-bit
+quantisation (about 58.9 dB for one grey level of error on every pixel), so no real result is capped.
+"""
+
+SSIM_MIN_SIZE: int = 11
+"""Smallest image side for SSIM (torchmetrics' 11x11 Gaussian window, sigma 1.5)."""
+
+_TORCHMETRICS_MISSING = "scatloss.evaluate needs torchmetrics: pip install 'scatloss[examples]'"
+_RANGE_TOLERANCE = 1e-3  # images may exceed [-1, 1] by this much (rounding) before they are rejected
+_FID_OK = "ok"
+
+
+def _require_torchmetrics() -> Any:
+    """Import ``torchmetrics.functional.image`` lazily; raise a helpful ImportError when it is missing."""
+    try:
+        return importlib.import_module("torchmetrics.functional.image")
+    except ImportError as error:
+        raise ImportError(_TORCHMETRICS_MISSING) from error
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Per-image metrics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def image_metrics(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean L1, PSNR and SSIM of each image of ``output`` against ``target``.
+
+    Both are mapped from ``[-1, 1]`` to ``[0, 1]`` (``(x + 1) / 2``) and clipped to ``[0, 1]`` (as writing an
+    image file would), then scored with ``data_range = 1`` (L1 and PSNR in float64, or float32 on devices
+    without float64; SSIM in float32, about ten times faster on CPUs and within about 1e-4 of float64):
+
+    - ``l1``: ``mean |output - target|`` over channels and pixels (the paper's "mean l1 error");
+    - ``psnr``: ``torchmetrics.functional.image.peak_signal_noise_ratio(..., data_range=1.0, reduction="none",
+      dim=(1, 2, 3))``, i.e. ``10 log10(1 / MSE)`` per image, capped at :data:`PSNR_CAP`;
+    - ``ssim``: ``torchmetrics.functional.image.structural_similarity_index_measure(..., data_range=1.0,
+      reduction="none")``: Gaussian window 11x11, sigma 1.5, K1 = 0.01, K2 = 0.03, reflect padding, mean over
+      channels and all pixels;
+    - ``psnr_capped``: bool, True where the PSNR was infinite or above the cap and was replaced by the cap.
+
+    Args:
+        output: ``(B, C, H, W)`` floating images in ``[-1, 1]`` (typically the composite).
+        target: ``(B, C, H, W)`` ground truth in ``[-1, 1]``; ``H, W >= SSIM_MIN_SIZE``.
+
+    Returns:
+        A dict of ``(B,)`` tensors on ``output``'s device: ``l1``, ``psnr``, ``ssim`` (float64, or float32 on MPS)
+        and ``psnr_capped`` (bool).
+
+    Raises:
+        ImportError: torchmetrics is not installed.
+        TypeError: an input is not a floating-point tensor.
+        ValueError: shapes differ or are not 4-D, images are smaller than ``SSIM_MIN_SIZE``, or a value is not
+            finite.
+    """
+    tm = _require_torchmetrics()
+    check_float_tensor("output", output, ndim=4)
+    check_float_tensor("target", target, ndim=4)
+    if output.shape != target.shape:
+        raise ValueError(f"output: expected the shape of target {tuple(target.shape)}, got {tuple(output.shape)}")
+    if min(output.shape[-2:]) < SSIM_MIN_SIZE:
+        raise ValueError(
+            f"output: expected images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} pixels (SSIM window), "
+            f"got spatial size {tuple(output.shape[-2:])}"
+        )
+    for name, x in (("output", output), ("target", target)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: expected finite values, got NaN or inf in {_count_nonfinite(x)} image(s)")
+    dtype = _metric_dtype(output.device)
+    pred = ((output.detach().to(dtype) + 1.0) / 2.0).clamp(0.0, 1.0)
+    true = ((target.detach().to(device=output.device, dtype=dtype) + 1.0) / 2.0).clamp(0.0, 1.0)
+    l1 = (pred - true).abs().mean(dim=(1, 2, 3))
+    psnr = tm.peak_signal_noise_ratio(pred, true, data_range=1.0, reduction="none", dim=(1, 2, 3)).to(dtype)
+    capped = ~torch.isfinite(psnr) | (psnr > PSNR_CAP)  # +inf exactly when MSE == 0
+    psnr = torch.where(capped, torch.full_like(psnr, PSNR_CAP), psnr)
+    # SSIM in float32: CPU convolutions are ~10x slower in float64; float32 is within ~1e-4 of it (often 1e-6).
+    ssim = tm.structural_similarity_index_measure(pred.float(), true.float(), data_range=1.0, reduction="none").to(
+        dtype
+    )
+    return {"l1": l1, "psnr": psnr, "ssim": ssim.reshape(-1), "psnr_capped": capped}
+
+
+def _metric_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _count_nonfinite(x: torch.Tensor) -> int:
+    return int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketMetrics:
+    """Metrics of one hole-ratio bucket (one column of the paper's Table 2).
+
+    Attributes:
+        name: display name, e.g. ``"20-40%"``.
+        bounds: ``(lo, hi)`` hole-ratio bounds; a sample belongs here when ``bucket_of`` of its measured ratio
+            points at this bucket.
+        count: number of (image, mask) samples scored in this bucket.
+        l1: mean over samples of the per-image mean L1 error on ``[0, 1]`` (lower is better); None when empty.
+        psnr: mean PSNR in dB, capped samples counted at :data:`PSNR_CAP` (higher is better); None when empty.
+        ssim: mean SSIM (higher is better); None when empty.
+        psnr_capped: how many samples had an infinite PSNR (MSE = 0) or one above the cap.
+        fid: FID between the composites and their ground truths of this bucket (lower is better); None when
+            unavailable (see :attr:`EvaluationReport.fid_status`) or when the bucket has fewer than 2 samples.
+    """
+
+    name: str
+    bounds: tuple[float, float]
+    count: int
+    l1: float | None
+    psnr: float | None
+    ssim: float | None
+    psnr_capped: int = 0
+    fid: float | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Result of :func:`evaluate`: one :class:`BucketMetrics` per bucket plus the run's configuration.
+
+    Attributes:
+        buckets: per-bucket metrics, in the order of the ``buckets`` argument.
+        n_images: number of ground-truth images.
+        masks_per_image: masks drawn per image and bucket.
+        seed: the mask seed.
+        fill: value written into the holes of the generator's input.
+        psnr_cap: the PSNR cap in dB (:data:`PSNR_CAP`).
+        out_of_bucket: samples whose measured hole ratio fell in no bucket (not scored).
+        fid_status: ``"ok"``, or ``"unavailable: <reason>"`` (then every ``fid`` is None).
+        scatloss_version: version of scatloss that produced the report.
+    """
+
+    buckets: tuple[BucketMetrics, ...]
+    n_images: int
+    masks_per_image: int
+    seed: int
+    fill: float = 1.0
+    psnr_cap: float = PSNR_CAP
+    out_of_bucket: int = 0
+    fid_status: str = "unavailable: not computed"
+    scatloss_version: str = field(default_factory=lambda: _version())
+
+    def __getitem__(self, name: str) -> BucketMetrics:
+        """The bucket called ``name`` (e.g. ``report["20-40%"]``)."""
+        for bucket in self.buckets:
+            if bucket.name == name:
+                return bucket
+        raise KeyError(f"name: expected one of {[b.name for b in self.buckets]}, got {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (no inf or NaN: empty metrics are None, infinite PSNRs are capped)."""
+        out = asdict(self)
+        out["buckets"] = [{**asdict(b), "bounds": list(b.bounds)} for b in self.buckets]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            TypeError: ``data`` is not a dict.
+            ValueError: a required key is missing.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"data: expected a dict from EvaluationReport.to_dict(), got {describe(data)}")
+        missing = [k for k in ("buckets", "n_images", "masks_per_image", "seed") if k not in data]
+        if missing:
+            raise ValueError(f"data: expected keys buckets, n_images, masks_per_image, seed, got no {missing}")
+        buckets = tuple(BucketMetrics(**{**b, "bounds": tuple(b["bounds"])}) for b in data["buckets"])
+        return cls(**{**data, "buckets": buckets})
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON text (strict JSON: ``allow_nan=False``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def save_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the report as JSON to ``path`` atomically (temporary file in the same folder, then rename).
+
+        A reader never sees a half-written file, and an interrupted write leaves any previous file intact.
+        Missing parent folders are created. Returns the path written.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = self.to_json()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike[str]) -> EvaluationReport:
+        """Read a report written by :meth:`save_json`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_markdown(self) -> str:
+        """A Markdown table laid out like the paper's Table 2: rows are metrics, columns are buckets.
+
+        Mean L1 has 4 decimals, PSNR 2, SSIM 3, FID 2; an empty bucket shows "–". Footnotes give the
+        number of capped PSNR values and the FID status.
+        """
+        names = [b.name for b in self.buckets]
+        lines = [
+            "| Metric | " + " | ".join(names) + " |",
+            "|:--|" + "--:|" * len(names),
+        ]
+        any_capped = any(b.psnr_capped for b in self.buckets)
+
+        def row(label: str, values: Iterable[str]) -> str:
+            return f"| {label} | " + " | ".join(values) + " |"
+
+        lines.append(row("Mean L1 ↓", (_fmt(b.l1, 4) for b in self.buckets)))
+        lines.append(
+            row(
+                "PSNR (dB) ↑",
+                (_fmt(b.psnr, 2) + ("*" if b.psnr_capped else "") for b in self.buckets),
+            )
+        )
+        lines.append(row("SSIM ↑", (_fmt(b.ssim, 3) for b in self.buckets)))
+        lines.append(row("FID ↓", (_fmt(b.fid, 2) for b in self.buckets)))
+        lines.append(row("Samples", (str(b.count) for b in self.buckets)))
+        notes = [
+            f"{self.n_images} images x {self.masks_per_image} mask(s) per bucket, seed {self.seed}, "
+            f"holes filled with {self.fill:g}; metrics on the composite vs the ground truth in [0, 1]."
+        ]
+        if any_capped:
+            capped = ", ".join(f"{b.name}: {b.psnr_capped}" for b in self.buckets if b.psnr_capped)
+            notes.append(
+                f"\\* includes samples with infinite PSNR (MSE = 0) or above the cap, capped at "
+                f"{self.psnr_cap:g} dB ({capped})."
+            )
+        if self.out_of_bucket:
+            notes.append(f"{self.out_of_bucket} sample(s) had a hole ratio outside every bucket and were not scored.")
+        notes.append(f"FID: {self.fid_status}.")
+        return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    images: torch.Tensor | Iterable[Any],
+    *,
+    buckets: Sequence[tuple[float, float]] = BUCKETS,
+    masks_per_image: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    fid_weights: str | os.PathLike[str] | None = None,
+    fill: float = 1.0,
+) -> EvaluationReport:
+    """Score a generator per hole-ratio bucket with fixed, seeded masks (the paper's Table 2 protocol).
+
+    For every image ``i`` (in iteration order), every bucket ``b`` and every ``k < masks_per_image``, one
+    free-form mask is drawn with :func:`scatloss.masks.free_form_mask` from a private generator seeded by
+    ``(seed, i, bucket bounds, k)``. The masks therefore do not depend on the global RNG, on ``batch_size``
+    or on how ``images`` is batched, and two runs with the same seed score the same (image, mask) pairs.
+    Each sample runs ``prediction = generator(corrupt(image, hole, fill), hole)``; the composite
+    ``hole * prediction + (1 - hole) * image`` is scored with :func:`image_metrics`. A sample is filed under
+    the bucket of its **measured** hole ratio, ``bucket_of(hole_ratio(hole), buckets)`` (free-form masks
+    always land in the requested bucket; the measured ratio is what counts); samples in no bucket are counted
+    in ``out_of_bucket`` and not scored.
+
+    An ``nn.Module`` generator is put in eval mode for the run and every submodule's previous train/eval
+    flag is restored afterwards (also on error); the run is under ``torch.no_grad()``. Pass the module
+    itself (not a lambda around it) to get this.
+
+    FID (per bucket, 2048-d Inception pool features of composites vs their ground truths, via torchmetrics'
+    ``FrechetInceptionDistance``) is computed only when ``fid_weights`` names an existing file of
+    torch-fidelity's Inception weights (``weights-inception-2015-12-05-6726825d.pth``) and torch-fidelity is
+    installed. Otherwise every ``fid`` is None and ``fid_status`` says why; nothing is downloaded.
+
+    Args:
+        generator: any callable ``G(corrupted, hole) -> prediction`` with ``corrupted`` ``(B, C, H, W)``,
+            ``hole`` ``(B, 1, H, W)`` float32 (1 = missing) and a ``(B, C, H, W)`` prediction.
+        images: ground truth in ``[-1, 1]``: a ``(N, C, H, W)`` tensor, a map-style dataset / sequence of
+            ``(C, H, W)`` or ``(B, C, H, W)`` tensors, or an iterable of them (e.g. a DataLoader). Items
+            that are tuples or lists (``(image, label)``) contribute their first element. Sizes may differ
+            between items; ``H, W >= SSIM_MIN_SIZE``.
+        buckets: ``(lo, hi)`` hole-ratio buckets; default :data:`scatloss.masks.BUCKETS` (0-20-40-60 %).
+        masks_per_image: masks per image and bucket (``>= 1``).
+        seed: mask seed (a non-negative int).
+        batch_size: images per generator call (``>= 1``).
+        device: where to run; default: the generator's parameters' device, else the device of an ``images``
+            tensor, else the CPU.
+        fid_weights: path to local Inception weights for FID, or None (FID unavailable).
+        fill: value written into the holes of the generator's input (1.0 as in the released code).
+
+    Returns:
+        An :class:`EvaluationReport`.
+
+    Raises:
+        ImportError: torchmetrics is not installed.
+        TypeError: ``generator`` is not callable, ``images`` is not a tensor or iterable of tensors, or an
+            argument has the wrong type.
+        ValueError: bad option values, images not 4-D / 3-D, outside ``[-1, 1]`` or smaller than
+            ``SSIM_MIN_SIZE``, no images at all, or a generator output of the wrong shape or with NaN/inf.
+    """
+    _require_torchmetrics()
+    if not callable(generator):
+        raise TypeError(f"generator: expected a callable G(corrupted, hole) -> prediction, got {describe(generator)}")
+    pairs = _check_buckets("buckets", buckets)
+    _check_positive_int("masks_per_image", masks_per_image)
+    _check_positive_int("batch_size", batch_size)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise TypeError(f"fill: expected a float, got {describe(fill)}")
+    run_device = _resolve_device(device, generator, images)
+
+    fid_metrics, fid_status = _build_fid(fid_weights, len(pairs), run_device)
+    sums = [_Sums() for _ in pairs]
+    out_of_bucket = 0
+    n_images = 0
+    modes = _enter_eval(generator)
+    try:
+        with torch.no_grad():
+            for batch in _batches(images, batch_size):
+                batch = batch.to(run_device)
+                n, _, h, w = batch.shape
+                for requested in pairs:
+                    for k in range(masks_per_image):
+                        hole = _fixed_masks(h, w, requested, seed, range(n_images, n_images + n), k).to(run_device)
+                        assigned = [bucket_of(r, pairs) for r in hole_ratio(hole).cpu()]
+                        prediction = generator(corrupt(batch, hole, float(fill)), hole)
+                        _check_prediction(prediction, batch)
+                        result = composite(prediction.to(batch.dtype), batch, hole)
+                        metrics = image_metrics(result, batch)
+                        for index in sorted(set(assigned)):
+                            if index < 0:
+                                out_of_bucket += assigned.count(index)
+                                continue
+                            rows = torch.tensor([a == index for a in assigned], device=result.device)
+                            sums[index].add(metrics, rows)
+                            if fid_metrics is not None:
+                                fid_status = _fid_update(fid_metrics[index], batch[rows], result[rows])
+                                if fid_status != _FID_OK:
+                                    fid_metrics = None
+                n_images += n
+    finally:
+        _restore_modes(modes)
+    if n_images == 0:
+        raise ValueError("images: expected at least one image, got none")
+
+    fids: list[float | None] = [None] * len(pairs)
+    if fid_metrics is not None:
+        fids = [_fid_compute(metric) for metric in fid_metrics]
+    report_buckets = tuple(
+        s.result(bucket_name(pair), pair, fid) for s, pair, fid in zip(sums, pairs, fids, strict=True)
+    )
+    return EvaluationReport(
+        buckets=report_buckets,
+        n_images=n_images,
+        masks_per_image=masks_per_image,
+        seed=seed,
+        fill=float(fill),
+        psnr_cap=PSNR_CAP,
+        out_of_bucket=out_of_bucket,
+        fid_status=fid_status,
+    )
+
+
+class _Sums:
+    """Running sums of one bucket (float64 on the host)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.l1 = 0.0
+        self.psnr = 0.0
+        self.ssim = 0.0
+        self.capped = 0
+
+    def add(self, metrics: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        self.count += int(rows.sum())
+        self.l1 += float(metrics["l1"][rows].double().sum())
+        self.psnr += float(metrics["psnr"][rows].double().sum())
+        self.ssim += float(metrics["ssim"][rows].double().sum())
+        self.capped += int(metrics["psnr_capped"][rows].sum())
+
+    def result(self, name: str, bounds: tuple[float, float], fid: float | None) -> BucketMetrics:
+        if self.count == 0:
+            return BucketMetrics(name, bounds, 0, None, None, None, 0, fid)
+        n = self.count
+        return BucketMetrics(name, bounds, n, self.l1 / n, self.psnr / n, self.ssim / n, self.capped, fid)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected a positive int, got {describe(value)}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+
+
+def _resolve_device(device: torch.device | str | None, generator: Any, images: Any) -> torch.device:
+    if device is not None:
+        if not isinstance(device, (torch.device, str)):
+            raise TypeError(f"device: expected a torch.device, a string or None, got {describe(device)}")
+        return torch.device(device)
+    if isinstance(generator, nn.Module):
+        for tensor in [*generator.parameters(), *generator.buffers()]:
+            return tensor.device
+    if isinstance(images, torch.Tensor):
+        return images.device
+    return torch.device("cpu")
+
+
+def _mask_seed(seed: int, index: int, bucket: tuple[float, float], k: int) -> int:
+    """A 63-bit seed for one (image, bucket, mask) triple: stable across platforms and torch versions."""
+    words = [seed, index, round(bucket[0] * 1_000_000), round(bucket[1] * 1_000_000), k]
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def _fixed_mask(h: int, w: int, bucket: tuple[float, float], seed: int, index: int, k: int) -> torch.Tensor:
+    """``(1, h, w)`` mask of image ``index`` in ``bucket``; a local generator, never the global RNG."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(_mask_seed(seed, index, bucket, k))
+    return free_form_mask(h, w, bucket=bucket, generator=gen)
+
+
+def _fixed_masks(h: int, w: int, bucket: tuple[float, float], seed: int, indices: range, k: int) -> torch.Tensor:
+    """``(len(indices), 1, h, w)`` masks of the images ``indices`` in ``bucket`` (mask number ``k``)."""
+    return torch.stack([_fixed_mask(h, w, bucket, seed, index, k) for index in indices])
+
+
+def _enter_eval(generator: Any) -> list[tuple[nn.Module, bool]]:
+    if not isinstance(generator, nn.Module):
+        return []
+    modes = [(module, module.training) for module in generator.modules()]
+    generator.eval()
+    return modes
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+def _check_prediction(prediction: Any, batch: torch.Tensor) -> None:
+    if not isinstance(prediction, torch.Tensor) or not prediction.is_floating_point():
+        raise TypeError(f"generator: expected a floating-point tensor as output, got {describe(prediction)}")
+    if prediction.shape != batch.shape:
+        raise ValueError(
+            f"generator: expected an output of the input's shape {tuple(batch.shape)}, got {tuple(prediction.shape)}"
+        )
+    if not bool(torch.isfinite(prediction).all()):
+        raise ValueError(
+            f"generator: expected finite outputs, got NaN or inf in {_count_nonfinite(prediction)} image(s)"
+        )
+
+
+def _check_batch(name: str, x: Any) -> torch.Tensor:
+    check_float_tensor(name, x, ndim=(3, 4))
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if min(x.shape[-2:]) < SSIM_MIN_SIZE:
+        raise ValueError(
+            f"{name}: expected images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} pixels (SSIM window), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.numel() > 0:
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= -1.0 - _RANGE_TOLERANCE and hi <= 1.0 + _RANGE_TOLERANCE):  # also catches NaN
+            raise ValueError(f"{name}: expected images in [-1, 1], got values in [{lo:g}, {hi:g}]")
+    return x
+
+
+def _items(images: Any) -> Iterator[tuple[str, Any]]:
+    """Yield ``(name, tensor-like)`` for each element of ``images``, unpacking ``(image, ...)`` tuples."""
+    if isinstance(images, torch.Tensor):
+        yield "images", images
+        return
+    if hasattr(images, "__len__") and hasattr(images, "__getitem__") and not isinstance(images, (str, bytes, dict)):
+        source: Iterable[Any] = (images[i] for i in range(len(images)))
+    elif isinstance(images, Iterable) and not isinstance(images, (str, bytes, dict)):
+        source = images
+    else:
+        raise TypeError(
+            f"images: expected a (N, C, H, W) tensor, a dataset or an iterable of image tensors, got {describe(images)}"
+        )
+    for i, item in enumerate(source):
+        if isinstance(item, (tuple, list)) and item:
+            item = item[0]
+        yield f"images[{i}]", item
+
+
+def _batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
+    """Re-batch ``images`` into ``(b, C, H, W)`` tensors with ``b <= batch_size`` and one size per batch."""
+    pending: list[torch.Tensor] = []
+    count = 0
+    for name, item in _items(images):
+        x = _check_batch(name, item)
+        if pending and pending[0].shape[1:] != x.shape[1:]:
+            yield torch.cat(pending)
+            pending, count = [], 0
+        pending.append(x)
+        count += x.shape[0]
+        if count >= batch_size:
+            stacked = torch.cat(pending)
+            for start in range(0, count - count % batch_size, batch_size):
+                yield stacked[start : start + batch_size]
+            rest = stacked[count - count % batch_size :]
+            pending, count = ([rest], rest.shape[0]) if rest.shape[0] else ([], 0)
+    if count:
+        yield torch.cat(pending)
+
+
+# ---- FID -------------------------------------------------------------------------------------------------------------
+
+
+def _torch_fidelity_available() -> bool:
+    return importlib.util.find_spec("torch_fidelity") is not None
+
+
+def _load_inception(path: Path) -> nn.Module:
+    """torchmetrics' Inception-v3 feature extractor (2048-d pool features) from a local weights file."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    return NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+    )
+
+
+def _build_fid(weights: Any, n_buckets: int, device: torch.device) -> tuple[list[Any] | None, str]:
+    """One ``FrechetInceptionDistance`` per bucket sharing one extractor, or ``(None, "unavailable: ...")``."""
+    if weights is None:
+        return None, (
+            "unavailable: no Inception weights given (fid_weights=None); scatloss never downloads weights, "
+            "pass the path of a local copy"
+        )
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"fid_weights: expected a path (str or os.PathLike) or None, got {describe(weights)}")
+    path = Path(weights)
+    if not path.is_file():
+        return None, f"unavailable: Inception weights file not found: {path}"
+    if not _torch_fidelity_available():
+        return None, (
+            "unavailable: torchmetrics' FrechetInceptionDistance needs torch-fidelity, which is not installed "
+            "(pip install torch-fidelity)"
+        )
+    try:
+        extractor = _load_inception(path)
+    except Exception as error:  # a wrong or damaged file: report, never fake a number
+        return None, f"unavailable: could not load Inception weights from {path}: {type(error).__name__}: {error}"
+    return _fid_metrics(extractor, n_buckets, device), _FID_OK
+
+
+def _fid_metrics(extractor: nn.Module, n_buckets: int, device: torch.device) -> list[Any]:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    extractor = extractor.to(device).eval()
+    return [FrechetInceptionDistance(feature=extractor, normalize=False).to(device) for _ in range(n_buckets)]
+
+
+def _fid_update(metric: Any, real: torch.Tensor, fake: torch.Tensor) -> str:
+    """Feed one bucket's ground truths and composites as uint8 RGB; returns the FID status."""
+    channels = real.shape[1]
+    if channels not in (1, 3):
+        return f"unavailable: FID needs 1- or 3-channel images, got {channels} channels"
+    for images, is_real in ((real, True), (fake, False)):
+        x = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        metric.update(x.expand(-1, 3, -1, -1) if channels == 1 else x, real=is_real)
+    return _FID_OK
+
+
+def _fid_compute(metric: Any) -> float | None:
+    if int(metric.real_features_num_samples) < 2 or int(metric.fake_features_num_samples) < 2:
+        return None
+    value = float(metric.compute())
+    return value if math.isfinite(value) else None
