@@ -34,8 +34,10 @@ def main(steps: int = 3, seed: int = 0) -> dict[str, float]:
         # discriminator + segmenter step (Eq. 6 and Eq. 1)
         d_terms = objective.discriminator_loss(
             hole,
-            fake_logits=D(comp.detach()), real_logits=D(image),
-            fake_pixel_logits=S(comp.detach()), real_pixel_logits=S(image),
+            fake_logits=D(comp.detach()),
+            real_logits=D(image),
+            fake_pixel_logits=S(comp.detach()),
+            real_pixel_logits=S(image),
         )
         opt_d.zero_grad()
         d_terms["total"].backward()

@@ -121,6 +121,8 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
 
 def _hole_at(hole: torch.Tensor, like: torch.Tensor, resample: str) -> torch.Tensor:
     """The hole mask at ``like``'s resolution and dtype (fp32 math is kept for reduced precision)."""
+    if not hole.is_floating_point():  # a bool mask is resampled at the logits' precision (float64 stays exact)
+        hole = hole.to(torch.promote_types(like.dtype, torch.float32))
     h = resample_hole(hole, (like.shape[-2], like.shape[-1]), resample)  # type: ignore[arg-type]
     return h.to(like.dtype)
 
@@ -153,7 +155,8 @@ def scat_segmenter_loss(
     r"""SCAT, segmenter side (Eq. 1): label the known pixels of a composite real and its holes fake.
 
     .. math::
-        \mathcal{L}_{SCAT}(S) = \frac{1}{BHW}\sum_{b,i} \big[(1-h_i)\,\ell^+(S(\bar x)_i) + h_i\,\ell^-(S(\bar x)_i)\big]
+        \mathcal{L}_{SCAT}(S) = \frac{1}{BHW}\sum_{b,i}
+            \big[(1-h_i)\,\ell^+(S(\bar x)_i) + h_i\,\ell^-(S(\bar x)_i)\big]
         + \frac{1}{BHW}\sum_{b,i} \ell^+(S(x)_i)
 
     where ``h`` is the hole mask at the logits' resolution. With ``kind="bce"`` this is Eq. 1 as
@@ -196,7 +199,9 @@ def scat_segmenter_loss(
     if _dispatch_backend(backend, fake_logits, real_logits, hole) == "triton":
         from .ops import scat as _ops
 
-        return _ops.scat_segmenter_loss(fake_logits, real_logits, hole, kind=kind, resample=resample, reduction=reduction)
+        return _ops.scat_segmenter_loss(
+            fake_logits, real_logits, hole, kind=kind, resample=resample, reduction=reduction
+        )
     h = _hole_at(hole, fake_logits, resample)
     per_pixel = (1.0 - h) * _real_term(fake_logits, kind) + h * _fake_term(fake_logits, kind)
     per_pixel = per_pixel + _real_term(real_logits, kind)
@@ -481,7 +486,8 @@ def reconstruction_loss(
     Args:
         prediction: ``(B, C, H, W)`` raw generator output :math:`\hat x` (not the composite).
         image: ``(B, C, H, W)`` ground truth.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``(B,)`` per-sample means).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``(B,)`` per-sample means); ``"sum"`` is the sum
+            of the per-sample means, so that ``mean``/``sum`` equal ``none.mean()``/``none.sum()``.
     """
     prediction = check_float_tensor("prediction", prediction, ndim=4)
     image = check_float_tensor("image", image, ndim=4)
@@ -489,9 +495,9 @@ def reconstruction_loss(
         raise ValueError(f"prediction: expected the shape of image {tuple(image.shape)}, got {tuple(prediction.shape)}")
     check_choice("reduction", reduction, REDUCTIONS)
     err = (prediction - image).abs()
-    if reduction == "none":
-        return err.mean(dim=(1, 2, 3))
-    return _reduce(err, reduction)
+    if reduction == "mean":
+        return err.mean()
+    return _reduce(err.mean(dim=(1, 2, 3)), reduction)
 
 
 def _check_image_and_hole(image_name: str, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
@@ -502,7 +508,7 @@ def _check_image_and_hole(image_name: str, image: torch.Tensor, hole: torch.Tens
             f"hole: expected the spatial size of {image_name} {tuple(image.shape[-2:])}, "
             f"got {tuple(hole.shape[-2:])}; resize the mask with scatloss.masks.resample_hole"
         )
-    return hole if hole.is_floating_point() else hole.to(image.dtype)
+    return hole.to(image.dtype)  # a float64 or bool mask must not change the image's dtype
 
 
 def composite(prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:

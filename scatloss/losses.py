@@ -208,6 +208,7 @@ class SemanticContrastiveLoss(nn.Module):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.backend = check_choice("backend", backend, ("auto", "torch", "triton"))
         self.projection: nn.Module | None = None
+        self.in_features = in_features
         if in_features is not None:
             for name, value in (
                 ("in_features", in_features),
@@ -229,7 +230,13 @@ class SemanticContrastiveLoss(nn.Module):
 
     def forward(self, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         if self.projection is not None:
-            check_float_tensor("negatives", negatives, ndim=3)
+            for name, x, ndim in (("anchor", anchor, 2), ("positive", positive, 2), ("negatives", negatives, 3)):
+                check_float_tensor(name, x, ndim=ndim)
+                if x.shape[-1] != self.in_features:
+                    raise ValueError(
+                        f"{name}: expected feature size D={self.in_features} (the projection head's in_features), "
+                        f"got shape {tuple(x.shape)}"
+                    )
             anchor, positive, negatives = self.project(anchor), self.project(positive), self.project(negatives)
         return SF.semantic_contrastive_loss(
             anchor,
