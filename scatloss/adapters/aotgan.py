@@ -1,0 +1,455 @@
+r"""SCAT and the contrastive losses for an AOT-GAN trainer (researchmm/AOT-GAN-for-Inpainting), no host import.
+
+AOT-GAN's trainer, as this adapter assumes it (the lines that matter)::
+
+    self.netD = net.Discriminator()                                  # SN-PatchGAN, LeakyReLU(inplace=True)
+    self.optimD = torch.optim.Adam(self.netD.parameters(), lr=args.lrd, ...)
+    self.adv_loss = getattr(gan_loss, args.gan_type)()               # default "smgan"
+    ...
+    images_masked = images * (1 - masks).float() + masks             # hole masks (1 = missing), [-1, 1]
+    pred_img = self.netG(images_masked, masks)
+    comp_img = (1 - masks) * images + masks * pred_img
+    losses = {name: weight * rec_loss(pred_img, images) ...}         # L1, style, perceptual
+    dis_loss, gen_loss = self.adv_loss(self.netD, comp_img, images, masks)
+    losses["advg"] = gen_loss * args.adv_weight
+    self.optimG.zero_grad(); self.optimD.zero_grad()
+    sum(losses.values()).backward()                                  # generator losses first ...
+    self.optimG.step()
+    dis_loss.backward()                                              # ... then the discriminator loss
+    self.optimD.step()
+
+Both backward passes run after ``optimD.zero_grad()``, so any gradient that ``gen_loss`` sends into D's
+parameters is *added* to D's update. The adapter builds ``gen_loss`` with D's and the segmenter's parameters
+frozen (no parameter graph; :class:`~scatloss.SCATCriterion`'s ``freeze_discriminator``), so D's and S's
+gradients are exactly those of ``dis_loss``.
+
+Retrofit (four changed or added lines)::
+
+    from scatloss.adapters.aotgan import SCATDiscriminator, SCATGANLoss           # new import
+    self.netD = SCATDiscriminator(net.Discriminator())                           # was: net.Discriminator()
+    self.optimG.add_param_group({"params": list(self.netD.generator_parameters())})   # after optimD is built
+    self.adv_loss = SCATGANLoss(host_adv_weight=args.adv_weight)                 # was: getattr(...)()
+
+``optimD = Adam(self.netD.parameters())`` is unchanged and now also trains the segmenter.
+
+Weights. The paper's generator objective is :math:`\lambda_{adv}(\mathcal{L}_{adv} + \mathcal{L}_{SCAT}) +
+\lambda_{text}\mathcal{L}_{text} + \lambda_{sem}\mathcal{L}_{sem} + \lambda_{rec}\mathcal{L}_{rec}` (Eq. 8).
+``gen_loss`` is :math:`\mathcal{L}_{adv} + \mathcal{L}_{SCAT} + (\lambda_{text}\mathcal{L}_{text} +
+\lambda_{sem}\mathcal{L}_{sem}) / w_{host}` with ``w_host = host_adv_weight``; the trainer multiplies it by
+``args.adv_weight``, so with ``host_adv_weight=args.adv_weight`` the generator minimises exactly Eq. 8 with
+:math:`\lambda_{adv}` = ``args.adv_weight`` and the absolute :math:`\lambda_{text}, \lambda_{sem}`; the host's own
+L1/style/perceptual losses play :math:`\lambda_{rec}\mathcal{L}_{rec}`. With the default ``host_adv_weight=1``
+the contrastive weights are scaled by ``args.adv_weight`` too.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .._validation import check_choice, check_float_tensor, check_hole, describe
+from ..criterion import SCATCriterion
+from ..functional import KINDS, REGIONS, Kind, Region
+from ..losses import InpaintingObjective
+from ..masks import RESAMPLE_MODES, Resample
+from ..nets import UNetSegmenter
+from . import (
+    check_criterion_options,
+    check_hole_convention,
+    check_image_range,
+    default_layers,
+    image_channels,
+    layer_channels,
+    module_device,
+)
+
+__all__ = ["SCATDiscriminator", "SCATGANLoss"]
+
+Pool = Literal["relu_sum", "mean", "flatten"]
+_AUTO = "auto"
+_WRAPPERS: tuple[type, ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+
+
+class SCATDiscriminator(nn.Module):
+    """An AOT-GAN discriminator with a SCAT segmenter and a semantic projection head attached.
+
+    The host keeps using it as its discriminator: ``netD(x)`` returns the wrapped discriminator's output
+    unchanged. :meth:`parameters` yields the discriminator's **and the segmenter's** parameters, so the
+    host's ``optimD = Adam(netD.parameters())`` trains both; the projection head of the semantic loss is
+    left out of :meth:`parameters` on purpose and belongs to the **generator's** optimiser
+    (:meth:`generator_parameters`), as in the authors' release. All three are submodules, so ``.cuda()`` /
+    ``.to()`` move them and ``state_dict()`` saves them (keys ``netD.*``, ``segmenter.*``, ``projection.*``;
+    load a pre-SCAT checkpoint with ``scat_d.netD.load_state_dict(...)``).
+
+    Feature layers (names from ``netD.named_modules()``; see :class:`~scatloss.taps.FeatureTap`):
+
+    * ``textural_layers="auto"``: the activation outputs of the first conv blocks, all but the last (at most
+      four). For AOT-GAN's discriminator (``conv.0`` conv, ``conv.1`` LeakyReLU, ..., ``conv.8`` logit conv)
+      that is ``("conv.1", "conv.3", "conv.5")``.
+    * ``semantic_layer="auto"``: the activation of the last conv block (``"conv.7"``, 512 channels in
+      AOT-GAN), pooled by ``semantic_pool`` (ReLU then sum over H, W, as the release pools its bottleneck).
+
+    Auto-detection walks ``named_modules()`` in order and needs activation *modules* after ``nn.Conv2d`` layers
+    (a Sequential-like PatchGAN); otherwise pass names. Tap activations rather than convolutions: AOT-GAN's
+    ``LeakyReLU(inplace=True)`` overwrites a convolution's output, which :class:`~scatloss.taps.FeatureTap`
+    detects and refuses at call time. Pass ``()`` / ``None`` to drop the textural / semantic term.
+
+    Args:
+        netD: the host's discriminator (not DDP/DataParallel-wrapped: the adapter runs it directly).
+        segmenter: the SCAT segmenter ``S``, any module ``(B, C, H, W) -> (B, 1, H, W)`` logits; default a
+            :class:`scatloss.nets.UNetSegmenter` for ``in_channels`` channels (spectral-normed, base 32, depth 4:
+            ``H, W`` divisible by 16), created on ``netD``'s device.
+        in_channels: image channels for the default segmenter (default: ``in_channels`` of netD's first conv).
+        textural_layers: ``"auto"``, a sequence of layer names, or ``()``.
+        semantic_layer: ``"auto"``, a layer name, or ``None``.
+        semantic_pool: ``"relu_sum"`` (release) | ``"mean"`` | ``"flatten"`` for a feature map.
+        feature_dim: size of the pooled semantic vector (default: inferred from the convolution feeding the
+            semantic layer; required for ``"flatten"``).
+        projection: add the release's trainable projection head ``Linear(feature_dim, hidden) -> ReLU ->
+            Linear(hidden, out)`` (``False``: InfoNCE on the pooled features directly, no head).
+        hidden_features, out_features: head sizes (release: 256, 256).
+
+    Raises:
+        TypeError: ``netD`` / ``segmenter`` not an ``nn.Module``, or ``netD`` DDP/DataParallel-wrapped.
+        ValueError: layers cannot be auto-detected, a named layer does not exist, ``feature_dim`` cannot be
+            inferred.
+
+    Example::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> D = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+        ...                   nn.Conv2d(8, 16, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(16, 1, 3, 1, 1))
+        >>> scat_d = SCATDiscriminator(D, segmenter=nn.Conv2d(3, 1, 3, padding=1))
+        >>> scat_d.textural_layers, scat_d.semantic_layer, scat_d.feature_dim
+        (('1',), '3', 16)
+        >>> tuple(scat_d(torch.randn(2, 3, 16, 16)).shape)          # netD's output, unchanged
+        (2, 1, 4, 4)
+        >>> len(list(scat_d.generator_parameters()))                 # the head's two Linear layers
+        4
+    """
+
+    def __init__(
+        self,
+        netD: nn.Module,
+        segmenter: nn.Module | None = None,
+        *,
+        in_channels: int | None = None,
+        textural_layers: Sequence[str] | Literal["auto"] = _AUTO,
+        semantic_layer: str | None = _AUTO,
+        semantic_pool: Pool = "relu_sum",
+        feature_dim: int | None = None,
+        projection: bool = True,
+        hidden_features: int = 256,
+        out_features: int = 256,
+    ) -> None:
+        super().__init__()
+        if not isinstance(netD, nn.Module):
+            raise TypeError(f"netD: expected the host's discriminator, a torch.nn.Module, got {describe(netD)}")
+        if isinstance(netD, _WRAPPERS):
+            raise TypeError(
+                f"netD: expected an unwrapped discriminator, got a {type(netD).__name__}; wrap the plain module "
+                "(SCATDiscriminator(netD.module)); see SCATGANLoss for why DDP is not supported"
+            )
+        if segmenter is not None and not isinstance(segmenter, nn.Module):
+            raise TypeError(f"segmenter: expected a torch.nn.Module or None, got {describe(segmenter)}")
+        self.semantic_pool = check_choice("semantic_pool", semantic_pool, ("relu_sum", "mean", "flatten"))
+
+        auto_text = auto_sem = None
+        auto_dim: int | None = None
+        if textural_layers == _AUTO or semantic_layer == _AUTO:
+            auto_text, auto_sem, auto_dim = default_layers(netD)
+        if textural_layers == _AUTO:
+            textural_layers = auto_text  # type: ignore[assignment]
+        elif isinstance(textural_layers, str) or not isinstance(textural_layers, Sequence):
+            raise TypeError(
+                f"textural_layers: expected 'auto' or a sequence of layer names, got {describe(textural_layers)}"
+            )
+        if semantic_layer == _AUTO:
+            semantic_layer = auto_sem
+        elif semantic_layer is not None and not isinstance(semantic_layer, str):
+            raise TypeError(f"semantic_layer: expected 'auto', a layer name or None, got {describe(semantic_layer)}")
+        self.textural_layers: tuple[str, ...] = tuple(textural_layers)  # type: ignore[arg-type]
+        self.semantic_layer: str | None = semantic_layer
+        names = dict(netD.named_modules())
+        for name in (*self.textural_layers, *([semantic_layer] if semantic_layer else [])):
+            base = name[: -len(":input")] if name.endswith(":input") else name
+            if base not in names:
+                raise ValueError(f"layers: expected names from netD.named_modules(), got unknown layer {name!r}")
+
+        self.feature_dim: int | None = None
+        if semantic_layer is not None:
+            if feature_dim is not None:
+                dim: int | None = feature_dim
+            elif self.semantic_pool == "flatten":
+                dim = None
+            elif semantic_layer == auto_sem:
+                dim = auto_dim
+            else:
+                dim = layer_channels(netD, semantic_layer)
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                raise ValueError(
+                    f"feature_dim: expected a positive int (the size of the pooled semantic feature of "
+                    f"{semantic_layer!r}), got {dim!r}; it could not be inferred, pass feature_dim=..."
+                )
+            self.feature_dim = dim
+
+        channels = in_channels if in_channels is not None else image_channels(netD)
+        device = module_device(netD)
+        self.netD = netD
+        if segmenter is None:
+            if channels is None:
+                raise ValueError(
+                    "in_channels: expected the image channel count (netD has no nn.Conv2d to read it from)"
+                )
+            segmenter = UNetSegmenter(channels)
+            if device is not None:
+                segmenter = segmenter.to(device)
+        self.segmenter = segmenter
+        self.projection: nn.Module | None = None
+        self._head_sizes = (int(hidden_features), int(out_features))
+        if self.feature_dim is not None and projection:
+            head = nn.Sequential(
+                nn.Linear(self.feature_dim, hidden_features), nn.ReLU(), nn.Linear(hidden_features, out_features)
+            )
+            self.projection = head.to(device) if device is not None else head
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """``netD(*args, **kwargs)``, unchanged (the host's discriminator calls keep working)."""
+        return self.netD(*args, **kwargs)
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, nn.Parameter]]:
+        """Discriminator and segmenter parameters; the projection head's are left out (they are the generator's)."""
+        head = {id(p) for p in self.projection.parameters()} if self.projection is not None else set()
+        for name, p in super().named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate):
+            if id(p) not in head:
+                yield name, p
+
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        """Same as :meth:`parameters`: netD's and the segmenter's, for the discriminator's optimiser."""
+        return self.parameters()
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        """The projection head's parameters, for the **generator's** optimiser (empty without a head)."""
+        if self.projection is None:
+            return iter(())
+        return self.projection.parameters()
+
+    def extra_repr(self) -> str:
+        return (
+            f"textural_layers={self.textural_layers}, semantic_layer={self.semantic_layer!r}, "
+            f"semantic_pool={self.semantic_pool!r}, feature_dim={self.feature_dim}"
+        )
+
+
+class SCATGANLoss(nn.Module):
+    r"""AOT-GAN's adversarial-loss protocol with SCAT and both contrastive losses.
+
+    ``dis_loss, gen_loss = loss(netD, fake, real, masks)``, as AOT-GAN's trainer calls its ``adv_loss``.
+
+    ``netD`` must be a :class:`SCATDiscriminator`. Per call (the corrupted input :math:`\tilde x` = ``real * (1 -
+    masks) + fill * masks`` and the semantic negatives are built inside, holes filled with ``fill = 1``):
+
+    * ``dis_loss`` = :math:`\mathcal{L}_{adv}(D)` (Eq. 6 on netD's patch logits, every patch counted) +
+      :math:`\mathcal{L}_{SCAT}(S)` (Eq. 1), on ``fake.detach()`` and ``real``. Backward reaches D and S only.
+    * ``gen_loss`` = :math:`\mathcal{L}_{adv}(G) + \mathcal{L}_{SCAT}(G) + (\lambda_{text}\mathcal{L}_{text} +
+      \lambda_{sem}\mathcal{L}_{sem}) / w_{host}`, with gradient to ``fake`` (hence G) and to the projection head,
+      and **none** to D's or S's parameters (they are frozen while its graph is built), so the host's order
+      (generator backward, then ``dis_loss.backward()``, both after ``optimD.zero_grad()``) leaves D's update
+      equal to ``dis_loss``'s gradient. No reconstruction term: the host already has its L1.
+
+    The host multiplies ``gen_loss`` by ``args.adv_weight``; pass the same value as ``host_adv_weight`` to give
+    the contrastive terms their absolute weights (see the module docstring). This replaces AOT-GAN's ``smgan``
+    loss (least squares against a Gaussian-blurred mask) by the paper's choice, hinge on every patch for the
+    global term, plus SCAT; ``kind="ls"`` is least squares against plain 0/1 targets, not smgan.
+
+    ``fake`` is taken as the composite (holes from G, the rest from ``real``); the criterion recomposites it as
+    ``masks * fake + (1 - masks) * real``, which is the identity for binary masks (AOT-GAN's).
+
+    Boundary checks (each one device synchronisation; also off under ``scatloss.set_value_checks(False)``):
+
+    * ``check_range``: ``real`` must look like ``[-1, 1]`` images: a batch with no negative value at all, or with
+      values above ``1.01``, raises ``ValueError`` (a batch of only bright images would trip it: switch it off).
+    * ``check_mask``: a valid mask (1 = known) passed for the hole mask raises ``ValueError``: detected because
+      ``fake`` equals ``real`` exactly on every pixel that mask calls a hole and differs where it calls pixels
+      known. A correct composite under a correct hole mask can never trip it.
+
+    Not supported: a ``DistributedDataParallel`` / ``DataParallel``-wrapped ``netD`` (``TypeError``): the
+    adapter's passes run the discriminator and segmenter directly, so DDP would not all-reduce their gradients.
+
+    Args:
+        host_adv_weight: the weight your trainer multiplies ``gen_loss`` by (AOT-GAN: ``args.adv_weight``).
+        lambda_text, lambda_sem: absolute weights of Eq. 3 and Eq. 4 (paper: 10 and 1).
+        kind: global adversarial form, ``"hinge"`` (paper) | ``"bce"`` | ``"ls"``.
+        scat_kind: SCAT form (default: ``kind``).
+        region: SCAT generator term over ``"hole"`` pixels (release, default) or ``"all"`` (Eq. 2).
+        resample: how a hole mask is brought to a smaller logit map (``"area"`` | ``"nearest"`` | ``"max"``).
+        temperature, normalize: InfoNCE options (``temperature=1.0`` reproduces the release).
+        negatives: ``"batch"`` (each image corrupted by every mask of the batch, ``B*B`` extra partial D passes
+            without autograd; the release) or an int ``M`` of fresh masks per image.
+        fill: hole value of :math:`\tilde x` and the negatives (1.0, white, as AOT-GAN fills its input).
+        chunk_size, seed: see :class:`~scatloss.SCATCriterion`.
+        check_range, check_mask: the boundary checks above.
+
+    After each call, :attr:`last_terms` holds the detached unweighted terms for logging: ``"d_adv"``,
+    ``"d_scat"``, ``"g_adv"``, ``"g_scat"`` and, when configured, ``"g_text"``, ``"g_sem"``.
+
+    Shape:
+        - fake, real: ``(B, C, H, W)`` in ``[-1, 1]``; masks: ``(B, 1, H, W)``, 1 = missing.
+        - returns two scalars ``(dis_loss, gen_loss)``.
+
+    Raises:
+        TypeError: ``netD`` not a :class:`SCATDiscriminator`, or wrapped; non-float tensors.
+        ValueError: shapes, hole values outside ``[0, 1]``, and the boundary checks above.
+    """
+
+    def __init__(
+        self,
+        *,
+        host_adv_weight: float = 1.0,
+        lambda_text: float = 10.0,
+        lambda_sem: float = 1.0,
+        kind: Kind = "hinge",
+        scat_kind: Kind | None = None,
+        region: Region = "hole",
+        resample: Resample = "area",
+        temperature: float = 0.07,
+        normalize: bool = True,
+        negatives: Literal["batch"] | int = "batch",
+        fill: float = 1.0,
+        chunk_size: int = 32,
+        seed: int = 0,
+        check_range: bool = True,
+        check_mask: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("host_adv_weight", host_adv_weight),
+            ("lambda_text", lambda_text),
+            ("lambda_sem", lambda_sem),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name}: expected a float, got {describe(value)}")
+        if not host_adv_weight > 0:
+            raise ValueError(f"host_adv_weight: expected a weight > 0 (the host's adv_weight), got {host_adv_weight!r}")
+        for name, value in (("lambda_text", lambda_text), ("lambda_sem", lambda_sem)):
+            if not value >= 0:
+                raise ValueError(f"{name}: expected a weight >= 0, got {value!r}")
+        self.host_adv_weight = float(host_adv_weight)
+        self.lambda_text = float(lambda_text)
+        self.lambda_sem = float(lambda_sem)
+        self.kind = check_choice("kind", kind, KINDS)
+        self.scat_kind = check_choice("scat_kind", scat_kind if scat_kind is not None else kind, KINDS)
+        self.region = check_choice("region", region, REGIONS)
+        self.resample = check_choice("resample", resample, RESAMPLE_MODES)
+        self.temperature = temperature
+        self.normalize = bool(normalize)
+        check_criterion_options(negatives, chunk_size, fill)
+        self.negatives = negatives
+        self.fill = fill
+        self.chunk_size = chunk_size
+        self.seed = seed
+        self.check_range = bool(check_range)
+        self.check_mask = bool(check_mask)
+        self.last_terms: dict[str, torch.Tensor] = {}
+        # One criterion per SCATDiscriminator, not registered: the loss owns no parameters.
+        self._criteria: dict[int, tuple[weakref.ref[SCATDiscriminator], SCATCriterion]] = {}
+        # Validate the options once, eagerly, on a throwaway objective.
+        self._objective(None)
+
+    def _objective(self, scat_d: SCATDiscriminator | None) -> InpaintingObjective:
+        in_features = None
+        if scat_d is not None and scat_d.projection is not None:
+            in_features = scat_d.feature_dim
+        hidden, out = scat_d._head_sizes if scat_d is not None else (256, 256)
+        objective = InpaintingObjective(
+            lambda_adv=1.0,
+            lambda_text=self.lambda_text / self.host_adv_weight,
+            lambda_sem=self.lambda_sem / self.host_adv_weight,
+            lambda_rec=0.0,
+            kind=self.kind,  # type: ignore[arg-type]
+            scat_kind=self.scat_kind,  # type: ignore[arg-type]
+            region=self.region,  # type: ignore[arg-type]
+            resample=self.resample,  # type: ignore[arg-type]
+            temperature=self.temperature,
+            normalize=self.normalize,
+            in_features=in_features,
+            hidden_features=hidden,
+            out_features=out,
+        )
+        if in_features is not None:
+            # Share the discriminator wrapper's head: it is what generator_parameters() hands to optimG.
+            objective.semantic.projection = scat_d.projection  # type: ignore[union-attr]
+        return objective
+
+    def criterion(self, netD: SCATDiscriminator) -> SCATCriterion:
+        """The :class:`~scatloss.SCATCriterion` this loss uses for ``netD`` (built on first use, then cached)."""
+        key = id(netD)
+        cached = self._criteria.get(key)
+        if cached is not None and cached[0]() is netD:
+            return cached[1]
+        crit = SCATCriterion(
+            netD.netD,
+            segmenter=netD.segmenter,
+            textural_layers=netD.textural_layers,
+            semantic_layer=netD.semantic_layer,
+            global_output=0,  # a tensor output (the patch map) is taken as the global logits
+            semantic_pool=netD.semantic_pool,  # type: ignore[arg-type]
+            negatives=self.negatives,
+            seed=self.seed,
+            chunk_size=self.chunk_size,
+            fill=self.fill,
+            objective=self._objective(netD),
+            freeze_discriminator=True,
+        )
+        self._criteria = {k: v for k, v in self._criteria.items() if v[0]() is not None}
+        self._criteria[key] = (weakref.ref(netD), crit)
+        return crit
+
+    def forward(
+        self, netD: SCATDiscriminator, fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dis_loss, gen_loss)``; see the class docstring."""
+        if isinstance(netD, _WRAPPERS):
+            raise TypeError(
+                f"netD: expected a SCATDiscriminator, got a {type(netD).__name__}-wrapped module; SCATGANLoss runs "
+                "the discriminator and segmenter outside the wrapper, so their gradients would not be synchronised "
+                "across processes. Distributed training is not supported by this adapter"
+            )
+        if not isinstance(netD, SCATDiscriminator):
+            raise TypeError(
+                f"netD: expected a scatloss.adapters.aotgan.SCATDiscriminator (wrap the host's discriminator: "
+                f"netD = SCATDiscriminator(netD)), got {describe(netD)}"
+            )
+        check_float_tensor("fake", fake, ndim=4)
+        check_float_tensor("real", real, ndim=4)
+        if fake.shape != real.shape:
+            raise ValueError(f"fake: expected the shape of real {tuple(real.shape)}, got {tuple(fake.shape)}")
+        check_hole(masks, batch=real.shape[0], name="masks")
+        if masks.shape[-2:] != real.shape[-2:]:
+            raise ValueError(
+                f"masks: expected the spatial size of real {tuple(real.shape[-2:])}, got {tuple(masks.shape[-2:])}"
+            )
+        if self.check_range:
+            check_image_range("real", real, expected=(-1.0, 1.0), host="AOT-GAN")
+        if self.check_mask:
+            check_hole_convention("masks", fake.detach(), real, masks, host="AOT-GAN")
+
+        crit = self.criterion(netD)
+        d_terms = crit.discriminator_step(fake, real, masks)
+        g_terms = crit.generator_step(fake, real, masks)
+        self.last_terms = {f"d_{k}": v.detach() for k, v in d_terms.items() if k != "total"}
+        self.last_terms.update({f"g_{k}": v.detach() for k, v in g_terms.items() if k not in ("total", "rec")})
+        return d_terms["total"], g_terms["total"]
+
+    def extra_repr(self) -> str:
+        return (
+            f"host_adv_weight={self.host_adv_weight}, lambda_text={self.lambda_text}, lambda_sem={self.lambda_sem}, "
+            f"kind={self.kind!r}, scat_kind={self.scat_kind!r}, region={self.region!r}, negatives={self.negatives!r}"
+        )
