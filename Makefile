@@ -32,7 +32,7 @@ test: venv lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: venv
-	$(PY) examples/quickstart.py $(DEMO_ARGS)
+	$(PY) -m examples.aotgan.train --demo $(DEMO_ARGS)
 
 bench: venv
 	$(PY) benchmarks/bench_step.py
