@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
+from . import reference as R
 from ._validation import (
     check_choice,
     check_float_tensor,
@@ -45,6 +45,7 @@ from ._validation import (
     describe,
 )
 from .masks import RESAMPLE_MODES, Resample, resample_hole
+from .ops import torch_fused as _fused
 
 Kind = Literal["hinge", "bce", "ls"]
 Region = Literal["hole", "all"]
@@ -79,37 +80,13 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def _real_term(z: torch.Tensor, kind: str) -> torch.Tensor:
-    """:math:`\\ell^+(z)`: loss for labelling ``z`` as real."""
-    if kind == "hinge":
-        return F.relu(1.0 - z)
-    if kind == "bce":
-        return F.softplus(-z)
-    return (z - 1.0).square()
+# The per-class terms live in :mod:`scatloss.reference` (the equation-form baseline); aliased here.
+_real_term = R.real_term
+_fake_term = R.fake_term
+_generator_term = R.generator_term
 
 
-def _fake_term(z: torch.Tensor, kind: str) -> torch.Tensor:
-    """:math:`\\ell^-(z)`: loss for labelling ``z`` as fake."""
-    if kind == "hinge":
-        return F.relu(1.0 + z)
-    if kind == "bce":
-        return F.softplus(z)
-    return z.square()
-
-
-def _generator_term(z: torch.Tensor, kind: str) -> torch.Tensor:
-    """:math:`\\ell^G(z)`: the generator's loss for a fake scored ``z``."""
-    if kind == "hinge":
-        return -z
-    return _real_term(z, kind)
-
-
-def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return x.mean()
-    if reduction == "sum":
-        return x.sum()
-    return x
+_reduce = R.reduce
 
 
 def _check_logits(name: str, x: object) -> torch.Tensor:
@@ -127,14 +104,15 @@ def _hole_at(hole: torch.Tensor, like: torch.Tensor, resample: str) -> torch.Ten
     return h.to(like.dtype)
 
 
-def _dispatch_backend(backend: str, *tensors: torch.Tensor) -> str:
-    """Resolve ``backend`` to ``"torch"`` or ``"triton"`` (see :mod:`scatloss.ops`)."""
+def _dispatch_backend(backend: str, *tensors: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> str:
+    """Resolve ``backend`` to ``"torch"`` or ``"triton"`` (see :mod:`scatloss.ops`); ``data``: inputs the kernels
+    do not differentiate (``"auto"`` stays on PyTorch when one of them requires grad)."""
     check_choice("backend", backend, ("auto", "torch", "triton"))
     if backend == "torch":
         return "torch"
     from . import ops
 
-    return ops.resolve_backend(backend, *tensors)
+    return ops.resolve_backend(backend, *tensors, data=data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,16 +174,13 @@ def scat_segmenter_loss(
     check_choice("kind", kind, KINDS)
     check_choice("resample", resample, RESAMPLE_MODES)
     check_choice("reduction", reduction, REDUCTIONS)
-    if _dispatch_backend(backend, fake_logits, real_logits, hole) == "triton":
+    if _dispatch_backend(backend, fake_logits, real_logits, hole, data=(hole,)) == "triton":
         from .ops import scat as _ops
 
         return _ops.scat_segmenter_loss(
             fake_logits, real_logits, hole, kind=kind, resample=resample, reduction=reduction
         )
-    h = _hole_at(hole, fake_logits, resample)
-    per_pixel = (1.0 - h) * _real_term(fake_logits, kind) + h * _fake_term(fake_logits, kind)
-    per_pixel = per_pixel + _real_term(real_logits, kind)
-    return _reduce(per_pixel, reduction)
+    return _fused.scat_segmenter(fake_logits, real_logits, _hole_at(hole, fake_logits, resample), kind, reduction)
 
 
 def scat_generator_loss(
@@ -249,16 +224,14 @@ def scat_generator_loss(
     check_choice("region", region, REGIONS)
     check_choice("resample", resample, RESAMPLE_MODES)
     check_choice("reduction", reduction, REDUCTIONS)
-    if _dispatch_backend(backend, fake_logits, hole) == "triton":
+    if _dispatch_backend(backend, fake_logits, hole, data=(hole,) if region == "hole" else ()) == "triton":
         from .ops import scat as _ops
 
         return _ops.scat_generator_loss(
             fake_logits, hole, kind=kind, region=region, resample=resample, reduction=reduction
         )
-    per_pixel = _generator_term(fake_logits, kind)
-    if region == "hole":
-        per_pixel = per_pixel * _hole_at(hole, fake_logits, resample)
-    return _reduce(per_pixel, reduction)
+    weight = _hole_at(hole, fake_logits, resample) if region == "hole" else None
+    return _fused.scat_generator(fake_logits, weight, kind, reduction)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,15 +435,7 @@ def semantic_contrastive_loss(
         return _ops.semantic_contrastive_loss(
             anchor, positive, negatives, temperature=float(temperature), normalize=normalize, reduction=reduction
         )
-    dtype = torch.promote_types(anchor.dtype, torch.float32)
-    a, p, n = anchor.to(dtype), positive.to(dtype), negatives.to(dtype)
-    if normalize:
-        a, p, n = F.normalize(a, dim=-1), F.normalize(p, dim=-1), F.normalize(n, dim=-1)
-    pos = (a * p).sum(dim=-1, keepdim=True)  # (B, 1)
-    neg = torch.einsum("bd,bmd->bm", a, n)  # (B, M)
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    loss = torch.logsumexp(logits, dim=1) - logits[:, 0]
-    return _reduce(loss, reduction)
+    return _fused.infonce(anchor, positive, negatives, float(temperature), bool(normalize), reduction)
 
 
 # ----------------------------------------------------------------------------------------------

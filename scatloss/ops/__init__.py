@@ -24,8 +24,11 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
+def resolve_backend(backend: str, *tensors: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> str:
     """Return ``"torch"`` or ``"triton"`` for ``backend`` in ``{"auto", "torch", "triton"}``.
+
+    ``data`` are inputs that the kernels read as data without differentiating them (the SCAT hole mask):
+    ``"auto"`` keeps the PyTorch path when one of them requires grad, so that gradient is not lost.
 
     Raises:
         RuntimeError: ``backend="triton"`` without Triton installed, or on CPU tensors without
@@ -35,7 +38,8 @@ def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
         return "torch"
     on_cuda = all(t.is_cuda for t in tensors)
     if backend == "auto":
-        return "triton" if on_cuda and triton_available() else "torch"
+        wants_data_grad = torch.is_grad_enabled() and any(t.requires_grad for t in data)
+        return "triton" if on_cuda and triton_available() and not wants_data_grad else "torch"
     if not triton_available():
         raise RuntimeError("backend='triton' needs the optional dependency triton: pip install 'scatloss[triton]'")
     if not on_cuda and not _interpreting():

@@ -1,0 +1,398 @@
+"""Benchmark: the fused SCAT / InfoNCE kernels (scatloss.ops) against the PyTorch reference, eager and compiled.
+
+For every case (SCAT on discriminator-sized logit maps with larger masks, InfoNCE over a grid of
+``(B, M, D)``) and implementation, in one process:
+
+* ``eager``: the equation-form reference, :mod:`scatloss.reference` (mask resampled with
+  :func:`scatloss.masks.resample_hole` first), plain autograd;
+* ``compiled``: ``torch.compile`` of that same reference call (Inductor, ``dynamic=False``: one graph per shape);
+* ``default``: :mod:`scatloss.functional` with ``backend="auto"``, what a user gets: the Triton kernels on
+  CUDA, the memory-lean autograd functions of :mod:`scatloss.ops.torch_fused` elsewhere;
+* ``triton``: ``backend="triton"`` (CUDA only; on CPU Triton only runs interpreted, which says nothing
+  about speed).
+
+Passes: ``fwd`` (forward with autograd recording, as in training), ``bwd`` (``backward()`` of a fresh
+forward, timed alone) and ``fwd+bwd``. Every input that the training step differentiates requires grad
+(both logit maps for the segmenter, the fake map for the generator, all three InfoNCE inputs).
+Times are medians over rounds after warm-up rounds (compilation happens there), the implementations'
+order rotated each round; CUDA times come from ``torch.cuda.Event`` pairs. Hole-value checks are switched
+off (``set_value_checks(False)``): they are one host read-back per call, the same for every implementation.
+
+Peak memory is the high-water mark *above* the level before the pass (inputs excluded; the gradients the
+pass creates included): on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak of live tensor bytes
+from ``torch.profiler`` allocation events (see ``bench_step._peak_tensor_bytes``).
+
+Run ``python benchmarks/bench_kernels.py`` (full grid) or ``--quick`` (a few minutes on a laptop CPU).
+Writes ``benchmarks/results/kernels_<device>.csv`` and the ``bench_kernels:<device>`` section of
+``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _p in (str(ROOT), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    RESULTS_MD,
+    command_line,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    median,
+    synchronize,
+    write_csv,
+    write_section,
+)
+from bench_step import _peak_cuda_bytes, _peak_tensor_bytes  # noqa: E402
+
+import scatloss.functional as SF  # noqa: E402
+from scatloss import reference as R  # noqa: E402
+from scatloss._validation import set_value_checks  # noqa: E402
+from scatloss.masks import resample_hole  # noqa: E402
+from scatloss.ops import triton_available  # noqa: E402
+
+PASSES = ("fwd", "bwd", "fwd+bwd")
+
+
+# ----------------------------------------------------------------------------------------------
+# cases
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str  # "scat_segmenter" | "scat_generator" | "infonce"
+    shape: tuple[int, ...]  # SCAT: (B, h, w, H, W); InfoNCE: (B, M, D)
+    kind: str = "hinge"
+
+    @property
+    def label(self) -> str:
+        if self.op == "infonce":
+            return "B={} M={} D={}".format(*self.shape)
+        B, h, w, H, W = self.shape
+        return f"{self.kind} B={B} {h}x{w} / mask {H}x{W}"
+
+    def inputs(self, device: torch.device, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[int]]:
+        """The tensors and the indices of those that require grad."""
+        g = torch.Generator(device="cpu").manual_seed(0)
+        if self.op == "infonce":
+            B, M, D = self.shape
+            ts = [torch.randn(B, D, generator=g), torch.randn(B, D, generator=g), torch.randn(B, M, D, generator=g)]
+            return [t.to(device, dtype) for t in ts], [0, 1, 2]
+        B, h, w, H, W = self.shape
+        fake = torch.randn(B, 1, h, w, generator=g).to(device, dtype)
+        hole = (torch.rand(B, 1, H, W, generator=g) > 0.5).to(device, torch.float32)
+        if self.op == "scat_generator":
+            return [fake, hole], [0]
+        return [fake, torch.randn(B, 1, h, w, generator=g).to(device, dtype), hole], [0, 1]
+
+    def loss(self, backend: str) -> Callable[..., torch.Tensor]:
+        if backend == "reference":
+            return self.reference()
+        if self.op == "infonce":
+            return lambda a, p, n: SF.semantic_contrastive_loss(a, p, n, backend=backend)
+        if self.op == "scat_generator":
+            return lambda f, h: SF.scat_generator_loss(f, h, kind=self.kind, backend=backend)
+        return lambda f, r, h: SF.scat_segmenter_loss(f, r, h, kind=self.kind, backend=backend)
+
+
+    def reference(self) -> Callable[..., torch.Tensor]:
+        """The equation-form baseline (:mod:`scatloss.reference`), mask resampling included."""
+        if self.op == "infonce":
+            return lambda a, p, n: R.semantic_contrastive_loss(a, p, n, 0.07, True, "mean")
+
+        def hole_at(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return resample_hole(h, like.shape[-2:], "area").to(like.dtype)
+
+        if self.op == "scat_generator":
+            return lambda f, h: R.scat_generator_loss(f, hole_at(h, f), self.kind, "mean")
+        return lambda f, r, h: R.scat_segmenter_loss(f, r, hole_at(h, f), self.kind, "mean")
+
+
+def _scat(op: str, sizes: Sequence[tuple[int, int]], kinds: Sequence[str] = ("hinge",)) -> list[Case]:
+    return [Case(op, (8, s, s, m, m), kind) for s, m in sizes for kind in kinds]
+
+
+def cases(quick: bool) -> list[Case]:
+    if quick:  # a few minutes on a 2-core CPU, compilation included
+        return [
+            *_scat("scat_segmenter", [(64, 256), (256, 1024)]),
+            *_scat("scat_generator", [(256, 1024)]),
+            Case("infonce", (8, 8, 256)),
+            Case("infonce", (64, 64, 256)),
+        ]
+    # discriminator maps of B = 8 images: 64^2 ... 512^2 logits, masks up to 4x larger (1024^2 at most)
+    return [
+        *_scat("scat_segmenter", [(64, 256), (128, 512), (256, 1024), (512, 1024), (256, 256)]),
+        *_scat("scat_segmenter", [(256, 1024)], kinds=("bce", "ls")),
+        *_scat("scat_generator", [(64, 256), (256, 1024), (512, 1024)]),
+        # (8, 8, 256) is the released code's shape (M = B, 256-d head); the rest spans B, M and D
+        *[
+            Case("infonce", s)
+            for s in [(8, 8, 256), (8, 8, 1024), (64, 64, 256), (256, 256, 256), (512, 512, 1024),
+                      (4096, 8, 128), (4096, 64, 256), (8, 4096, 128), (64, 4096, 1024), (1024, 1024, 128)]
+        ],
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# measurement
+# ----------------------------------------------------------------------------------------------
+
+
+def implementations(case: Case, device: torch.device, compiled: bool) -> dict[str, Callable[..., torch.Tensor]]:
+    impls = {"eager": case.loss("reference")}
+    if compiled:
+        # static shapes: with automatic dynamic shapes Inductor (torch 2.13) fails to lower adaptive_avg_pool2d
+        impls["compiled"] = torch.compile(case.loss("reference"), dynamic=False)
+    impls["default"] = case.loss("auto")
+    if device.type == "cuda" and triton_available():
+        impls["triton"] = case.loss("triton")
+    return impls
+
+
+class Runner:
+    """Runs one implementation's passes on fresh leaves (grads cleared, graph freed every time)."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], tensors: list[torch.Tensor], grad_idx: list[int]):
+        self.fn = fn
+        self.leaves = [t.detach().requires_grad_(i in grad_idx) for i, t in enumerate(tensors)]
+
+    def _clear(self) -> None:
+        for t in self.leaves:
+            t.grad = None
+
+    def fwd(self) -> torch.Tensor:
+        return self.fn(*self.leaves)
+
+    def full(self) -> None:
+        self.fn(*self.leaves).backward()
+        self._clear()
+
+    def time_pass(self, name: str, device: torch.device) -> float:
+        """Seconds for one pass (only ``backward()`` is timed for ``bwd``)."""
+        loss = self.fwd() if name == "bwd" else None
+        synchronize(device)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        if name == "fwd":
+            out = self.fwd()
+        elif name == "bwd":
+            loss.backward()  # type: ignore[union-attr]
+        else:
+            self.full()
+        if device.type == "cuda":
+            end.record()
+            torch.cuda.synchronize(device)
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            seconds = time.perf_counter() - t0
+        if name == "fwd":
+            del out
+        self._clear()
+        return seconds
+
+    def peak(self, name: str, device: torch.device) -> float | None:
+        if name == "bwd":
+            return None  # the backward's own peak is not separable from the forward's saved tensors
+
+        def forward() -> None:
+            self.fwd()  # graph and saved tensors live until the loss is dropped here
+
+        run = self.full if name == "fwd+bwd" else forward
+        gc.collect()
+        return _peak_cuda_bytes(run, device) if device.type == "cuda" else _peak_tensor_bytes(run)
+
+
+def bench_case(
+    case: Case, device: torch.device, dtype: torch.dtype, warmup: int, repeats: int, compiled: bool, log: Any
+) -> list[dict]:
+    tensors, grad_idx = case.inputs(device, dtype)
+    impls = implementations(case, device, compiled)
+    runners = {name: Runner(fn, tensors, grad_idx) for name, fn in impls.items()}
+    times: dict[tuple[str, str], list[float]] = {(i, p): [] for i in runners for p in PASSES}
+    order = list(runners)
+    for r in range(warmup + repeats):
+        for name in order[r % len(order) :] + order[: r % len(order)]:  # rotate the order every round
+            for p in PASSES:
+                t = runners[name].time_pass(p, device)
+                if r >= warmup:
+                    times[(name, p)].append(t)
+    rows = []
+    dt = str(dtype).replace("torch.", "")
+    for name, runner in runners.items():
+        peaks = {p: runner.peak(p, device) for p in PASSES}
+        for p in PASSES:
+            ts = times[(name, p)]
+            rows.append(
+                {"device": device.type, "op": case.op, "case": f"{case.label} {dt}",
+                 "shape": "x".join(map(str, case.shape)), "dtype": dt, "impl": name, "pass": p,
+                 "time_ms": 1e3 * median(ts), "time_ms_min": 1e3 * min(ts), "repeats": repeats,
+                 "peak_extra_mib": None if peaks[p] is None else peaks[p] / 2**20}
+            )  # fmt: skip
+        full = rows[-1]
+        log(f"  {full['case']:<48} {name:<9} fwd+bwd {full['time_ms']:9.3f} ms  peak {full['peak_extra_mib']:.2f} MiB")
+    del runners
+    gc.collect()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def _versions() -> str:
+    try:
+        import triton
+
+        tv = triton.__version__
+    except ImportError:
+        tv = "not installed"
+    return f"torch {torch.__version__}, Triton {tv}"
+
+
+def report(rows: list[dict], device: torch.device, command: str, quick: bool) -> str:
+    """The Markdown section: one table per op, and the ratios the issue's targets are stated in."""
+    by = {((r["op"], r["case"]), r["impl"], r["pass"]): r for r in rows}
+    # a shared CPU is noisy: there the best of the rounds is the robust statistic; on CUDA the median
+    key, stat = ("time_ms", "median") if device.type == "cuda" else ("time_ms_min", "best")
+    cases_ = list(dict.fromkeys((r["op"], r["case"]) for r in rows))
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    default = "default"
+    lines = [
+        f"### Fused kernels vs reference on {device.type}{' (--quick)' if quick else ''}",
+        "",
+        f"- Command: `{command}`",
+        machine_markdown(machine_info(device)),
+        f"- {_versions()}; "
+        + ("CUDA-event timing" if device.type == "cuda" else "wall-clock timing on a shared CPU (noisy)")
+        + f"; times are the {stat} of {rows[0]['repeats']} rounds after warm-up, implementations interleaved",
+        "- Peak = memory high-water mark above the level before the pass (inputs excluded, new gradients included): "
+        + ("`torch.cuda.max_memory_allocated`" if device.type == "cuda" else "live tensor bytes from `torch.profiler` "
+           "allocation events"),
+    ]  # fmt: skip
+    if device.type == "cpu":
+        lines.append(
+            '- On CPU `backend="auto"` runs the memory-lean autograd functions of `scatloss.ops.torch_fused`; '
+            "Triton runs only interpreted on CPU (correctness, not speed), so it is not timed here."
+        )
+    for op in dict.fromkeys(op for op, _ in cases_):
+        lines += ["", f"#### {op}", ""]
+        table = []
+        for case in cases_:
+            if case[0] != op:
+                continue
+            base_t = by[(case, "eager", "fwd+bwd")][key]
+            base_m = by[(case, "eager", "fwd+bwd")]["peak_extra_mib"]
+            for impl in impls:
+                if (case, impl, "fwd") not in by:
+                    continue
+                fwd, bwd, full = (by[(case, impl, p)] for p in PASSES)
+                table.append(
+                    [case[1], impl, _fmt(fwd[key], 3), _fmt(bwd[key], 3), _fmt(full[key], 3),
+                     _fmt(fwd["peak_extra_mib"]), _fmt(full["peak_extra_mib"]), f"{base_t / full[key]:.2f}x",
+                     _fmt(full["peak_extra_mib"] / base_m if base_m else None)]
+                )  # fmt: skip
+        header = ["case", "impl", "fwd ms", "bwd ms", "fwd+bwd ms", "fwd peak MiB", "fwd+bwd peak MiB",
+                  "speed-up vs eager", "peak / eager"]  # fmt: skip
+        lines.append(markdown_table(header, table))
+    # the issue's targets, stated for the default path against eager, fwd+bwd
+    checks = []
+    for case in cases_:
+        e, d = by[(case, "eager", "fwd+bwd")], by[(case, default, "fwd+bwd")]
+        t_ratio = e[key] / d[key]
+        m_ratio = d["peak_extra_mib"] / e["peak_extra_mib"] if e["peak_extra_mib"] else float("nan")
+        checks.append([f"{case[0]}: {case[1]}", default, f"{t_ratio:.2f}x", f"{m_ratio:.2f}",
+                       "met" if t_ratio >= 0.95 and m_ratio <= 0.5 else "**not met**"])  # fmt: skip
+    lines += [
+        "",
+        "Default path vs eager (fwd+bwd); target: no slower (speed-up >= 1, 5% noise allowed) and at most half of "
+        "eager's extra peak memory:",
+        "",
+        markdown_table(["case", "default path", "speed-up", "peak / eager", "target"], checks),
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", help="input dtypes, a comma list of float32, float16, bfloat16")
+    p.add_argument("--no-compiled", action="store_true", help="skip the torch.compile rows (saves compile time)")
+    p.add_argument("--quick", action="store_true", help="a small grid that runs in a few minutes on a CPU")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 20 on CUDA, 11 on CPU)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (compilation happens here)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default on CPU: 1, stable on a shared machine)",
+    )
+    p.add_argument("--only", default=None, help="run only cases whose op contains this text")
+    p.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md or results/")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # one intra-op thread by default on CPU: a parallel region stalls whenever a core is taken by another process
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available")
+        return 1
+    dtypes = [getattr(torch, d.strip()) for d in args.dtype.split(",") if d.strip()]
+    repeats = args.repeats or (20 if device.type == "cuda" else 11)
+    set_value_checks(False)
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    command = command_line(["benchmarks/bench_kernels.py", *(sys.argv[1:] if argv is None else argv)])
+    rows: list[dict] = []
+    start = time.perf_counter()
+    for dtype in dtypes:
+        for case in cases(args.quick):
+            if args.only and args.only not in case.op:
+                continue
+            print(f"{case.op}: {case.label} {dtype}", flush=True)
+            rows += bench_case(
+                case, device, dtype, args.warmup, repeats, not args.no_compiled, lambda m: print(m, flush=True)
+            )
+    body = report(rows, device, command, args.quick)
+    print(body)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    if not args.no_write:
+        write_csv(RESULTS_DIR / f"kernels_{device.type}.csv", rows)
+        write_section(f"bench_kernels:{device.type}", body, RESULTS_MD)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

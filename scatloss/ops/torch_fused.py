@@ -1,0 +1,224 @@
+r"""Memory-lean PyTorch autograd functions: the default path wherever the Triton kernels do not run.
+
+The reference expressions (:mod:`scatloss.reference`) keep every intermediate of the per-pixel terms
+(``relu`` outputs, ``1 - h``, products) or the normalised copies of all ``B*M`` negatives alive for
+backward. These :class:`torch.autograd.Function`\ s compute the same values, keep only their inputs
+(and, for InfoNCE, per-row norms and the softmax) for backward, and form gradients in place from
+closed forms. Values equal the reference up to floating-point reassociation; the tests compare them in
+float64 and run ``gradcheck``, including the gradient with respect to the hole mask.
+
+Gradients (``t = 1 - h`` is the fakes' target, ``g`` the upstream gradient, already divided by the
+element count for ``reduction="mean"``):
+
+* segmenter, per pixel ``L = t l+(z_f) + h l-(z_f) + l+(z_r)``:
+  ``dL/dz_f = l+'(z_f) + h (l-'(z_f) - l+'(z_f))``, ``dL/dz_r = l+'(z_r)``,
+  ``dL/dh = l-(z_f) - l+(z_f)``, with hinge ``l+' = -[z < 1]``, ``l-' = [z > -1]`` (zero at the kinks,
+  like ``relu``'s), bce ``l+' = sigmoid(z) - 1``, ``l-' = sigmoid(z)``, ls ``l+' = 2(z - 1)``, ``l-' = 2z``;
+* generator, per pixel ``L = w lG(z)``: ``dL/dz = w lG'(z)`` (hinge ``lG' = -1``), ``dL/dw = lG(z)``;
+* InfoNCE, row ``b`` with cosines ``c_0 = a.p`` and ``c_m = a.n_m`` of the normalised vectors and
+  ``s = softmax(c / t)``: ``dL/dc = (s - e_0) / t``. Through ``x^ = x / max(|x|, eps)``,
+  ``dL/dx = (dL/dx^ - x^ (x^ . dL/dx^)) / max(|x|, eps)`` (the projection is absent where the norm is
+  clamped). For the negatives ``x^ . dL/dx^ = (dL/dc_m) c_m``, so their gradient is one fused
+  ``baddbmm`` into a single ``(B, M, D)`` buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import reference as R
+
+__all__ = ["infonce", "scat_generator", "scat_segmenter"]
+
+_EPS = 1e-12  # F.normalize's
+
+
+def _scale(g: torch.Tensor, reduction: str, numel: int) -> torch.Tensor:
+    return g / numel if reduction == "mean" else g
+
+
+def _real_grad(z: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "hinge":
+        return (z < 1).to(z.dtype).neg_()
+    if kind == "bce":
+        return torch.sigmoid(z).sub_(1.0)
+    return (z - 1.0).mul_(2.0)
+
+
+class _SegmenterLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, zf: torch.Tensor, zr: torch.Tensor, h: torch.Tensor, kind: str, reduction: str) -> Any:
+        with torch.no_grad():
+            lp = R.real_term(zf, kind)
+            m = R.fake_term(zf, kind).sub_(lp).mul_(h).add_(lp)  # t l+ + h l- with t = 1 - h
+            del lp
+            rt = R.real_term(zr, kind)
+            m = m.add_(rt) if m.dtype == torch.promote_types(m.dtype, rt.dtype) else m + rt
+            del rt
+            out = R.reduce(m, reduction)
+        ctx.save_for_backward(zf, zr, h)
+        ctx.kind, ctx.reduction, ctx.numel = kind, reduction, m.numel()
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        zf, zr, h = ctx.saved_tensors
+        kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
+        gzf = gzr = gh = None
+        if ctx.needs_input_grad[0]:
+            if kind == "hinge":  # -[z < 1] + h ([z > -1] + [z < 1])
+                below = (zf < 1).to(zf.dtype)
+                gzf = (zf > -1).to(zf.dtype).add_(below).mul_(h).sub_(below)
+            elif kind == "bce":
+                gzf = torch.sigmoid(zf).sub_(1.0).add_(h)
+            else:
+                gzf = (zf - 1.0).add_(h).mul_(2.0)
+            gzf = gzf.mul_(scale).to(zf.dtype)
+        if ctx.needs_input_grad[1]:
+            gzr = _real_grad(zr, kind).mul_(scale).to(zr.dtype)
+        if ctx.needs_input_grad[2]:
+            gh = R.fake_term(zf, kind).sub_(R.real_term(zf, kind)).mul_(scale).to(h.dtype)
+        return gzf, gzr, gh, None, None
+
+
+class _GeneratorLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, w: torch.Tensor | None, kind: str, reduction: str) -> Any:
+        with torch.no_grad():
+            if kind == "hinge" and reduction != "none":  # -sum(z w) as one reduction, no per-pixel temporary
+                total = -(z.sum() if w is None else torch.vdot(z.reshape(-1), w.to(z.dtype).reshape(-1)))
+                out = total / z.numel() if reduction == "mean" else total
+            else:
+                m = R.generator_term(z, kind)
+                if w is not None:
+                    m = m.mul_(w) if m.dtype == torch.promote_types(m.dtype, w.dtype) else m * w
+                out = R.reduce(m, reduction)
+        ctx.save_for_backward(z, w)
+        ctx.kind, ctx.reduction, ctx.numel = kind, reduction, z.numel()
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        z, w = ctx.saved_tensors
+        kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
+        gz = gw = None
+        if ctx.needs_input_grad[0]:
+            if kind == "hinge":  # lG' = -1
+                d = torch.ones_like(z).neg_() if w is None else w.to(z.dtype).neg()
+            else:
+                d = _real_grad(z, kind)
+                if w is not None:
+                    d = d.mul_(w)
+            gz = d.mul_(scale)
+        if w is not None and ctx.needs_input_grad[1]:
+            gw = (R.generator_term(z, kind) * scale).to(w.dtype)
+        return gz, gw, None, None
+
+
+def scat_segmenter(
+    fake_logits: torch.Tensor, real_logits: torch.Tensor, hole: torch.Tensor, kind: str, reduction: str
+) -> torch.Tensor:
+    """Eq. 1 per pixel, ``hole`` at the logits' resolution; values and gradients of the reference."""
+    return _SegmenterLoss.apply(fake_logits, real_logits, hole, kind, reduction)
+
+
+def scat_generator(fake_logits: torch.Tensor, weight: torch.Tensor | None, kind: str, reduction: str) -> torch.Tensor:
+    """Eq. 2 per pixel, ``weight`` the hole mask at the logits' resolution or ``None`` (all pixels)."""
+    return _GeneratorLoss.apply(fake_logits, weight, kind, reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# InfoNCE
+# ----------------------------------------------------------------------------------------------
+
+
+def _norms(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    if not normalize:
+        return torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
+    return torch.linalg.vector_norm(x, dim=-1)
+
+
+def _inv(norm: torch.Tensor, normalize: bool) -> torch.Tensor:
+    return norm.clamp(min=_EPS).reciprocal() if normalize else norm
+
+
+def _normalize_backward(x_hat: torch.Tensor, g: torch.Tensor, inv: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Gradient through ``x / max(|x|, eps)`` for ``(B, D)`` rows, given ``x^`` and ``dL/dx^``."""
+    proj = (x_hat * g).sum(dim=-1, keepdim=True) * (norm > _EPS).unsqueeze(-1)
+    return (g - x_hat * proj) * inv.unsqueeze(-1)
+
+
+class _InfoNCE(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negatives: torch.Tensor,
+        temperature: float,
+        normalize: bool,
+        reduction: str,
+    ) -> Any:
+        dtype = torch.promote_types(anchor.dtype, torch.float32)
+        a, p, n = anchor.to(dtype), positive.to(dtype), negatives.to(dtype)
+        with torch.no_grad():
+            na, np_, nn_ = _norms(a, normalize), _norms(p, normalize), _norms(n, normalize)
+            a_hat = a * _inv(na, normalize).unsqueeze(-1)
+            p_hat = p * _inv(np_, normalize).unsqueeze(-1)
+            cos_pos = (a_hat * p_hat).sum(dim=-1, keepdim=True)  # (B, 1)
+            cos_neg = torch.bmm(n, a_hat.unsqueeze(-1)).squeeze(-1) * _inv(nn_, normalize)  # (B, M)
+            logits = torch.cat([cos_pos, cos_neg], dim=1).div_(temperature)
+            lse = torch.logsumexp(logits, dim=1)
+            loss = lse - logits[:, 0]
+            softmax = logits.sub_(lse.unsqueeze(1)).exp_()
+            out = R.reduce(loss, reduction)
+        ctx.save_for_backward(a, p, n, na, np_, nn_, softmax, cos_neg)
+        ctx.temperature, ctx.normalize, ctx.reduction = temperature, normalize, reduction
+        ctx.dtypes = (anchor.dtype, positive.dtype, negatives.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        a, p, n, na, np_, nn_, softmax, cos_neg = ctx.saved_tensors
+        t, normalize = ctx.temperature, ctx.normalize
+        b = a.shape[0]
+        gb = g.to(a.dtype).expand(b) if ctx.reduction != "none" else g.to(a.dtype)
+        if ctx.reduction == "mean":
+            gb = gb / b
+        dc = softmax * (gb / t).unsqueeze(1)  # dL/dcos: (s - e_0) g / t
+        dc[:, 0] -= gb / t
+        dc_pos, dc_neg = dc[:, :1], dc[:, 1:]
+        ia, ip, in_ = _inv(na, normalize), _inv(np_, normalize), _inv(nn_, normalize)
+        a_hat, p_hat = a * ia.unsqueeze(-1), p * ip.unsqueeze(-1)
+        ga = gp = gn = None
+        if ctx.needs_input_grad[0]:
+            g_ahat = dc_pos * p_hat + torch.bmm((dc_neg * in_).unsqueeze(1), n).squeeze(1)
+            ga = _normalize_backward(a_hat, g_ahat, ia, na) if normalize else g_ahat
+            ga = ga.to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            g_phat = dc_pos * a_hat
+            gp = _normalize_backward(p_hat, g_phat, ip, np_) if normalize else g_phat
+            gp = gp.to(ctx.dtypes[1])
+        if ctx.needs_input_grad[2]:
+            coef = dc_neg * in_  # (B, M): dL/dn_m = coef_m a^ - coef_m c_m in_m [|n_m| > eps] n_m
+            if normalize:
+                shrink = (coef * cos_neg * in_ * (nn_ > _EPS)).neg_()
+                gn = (n * shrink.unsqueeze(-1)).baddbmm_(coef.unsqueeze(-1), a_hat.unsqueeze(1))
+            else:
+                gn = torch.bmm(coef.unsqueeze(-1), a_hat.unsqueeze(1))
+            gn = gn.to(ctx.dtypes[2])
+        return ga, gp, gn, None, None, None
+
+
+def infonce(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    temperature: float,
+    normalize: bool,
+    reduction: str,
+) -> torch.Tensor:
+    """Eq. 4 (validated inputs), computed in at least float32; values and gradients of the reference."""
+    return _InfoNCE.apply(anchor, positive, negatives, temperature, normalize, reduction)
