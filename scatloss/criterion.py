@@ -39,11 +39,22 @@ Pool = Literal["relu_sum", "mean", "flatten"]
 MaskSampler = Callable[[int, int, int], torch.Tensor]
 
 
-def _select(output: Any, key: int | str | None, what: str) -> torch.Tensor | None:
-    """Pick a head's logits out of a module output (tensor, tuple/list or dict)."""
+def _select(output: Any, key: int | str | None, what: str, *, tensor_ok: bool = True) -> torch.Tensor | None:
+    """Pick a head's logits out of a module output (tensor, tuple/list or dict).
+
+    A single tensor output is the only head; ``tensor_ok=False`` (the per-pixel head while a global head
+    is configured) refuses it, since the same tensor would otherwise feed both the global and the SCAT term.
+    """
     if key is None:
         return None
     if isinstance(output, torch.Tensor):
+        if not tensor_ok:
+            raise ValueError(
+                f"{what}: expected a discriminator output with several heads (tuple, list or dict) to take "
+                f"{key!r} from, got a single tensor of shape {tuple(output.shape)}, which is taken as the global "
+                "logits; pass pixel_output=None (no SCAT term), segmenter=S (a separate segmenter), or "
+                "global_output=None (the tensor is the per-pixel map)"
+            )
         return output
     try:
         value = output[key]
@@ -87,7 +98,9 @@ class SCATCriterion(nn.Module):
         semantic_layer: name of the layer for Eq. 4, e.g. ``"global_head:input"`` (``None``: no semantic term).
         segmenter: a separate segmentation network ``S`` (``None``: ``D``'s per-pixel head).
         global_output, pixel_output: where the global and the per-pixel logits are in ``D``'s output
-            (``None``: that head does not exist). A tensor output is taken as the global logits.
+            (``None``: that head does not exist). A single tensor output is taken as the global logits (then
+            ``pixel_output`` must be ``None`` or a ``segmenter`` given; ``ValueError`` otherwise), or as the
+            per-pixel logits when ``global_output=None``.
         semantic_pool: pooling of a semantic feature *map*.
         negatives: ``"batch"`` or a number ``M >= 1`` of fresh masks per image.
         mask_sampler: source of fresh masks for an int ``negatives``.
@@ -133,7 +146,7 @@ class SCATCriterion(nn.Module):
         negatives: Literal["batch"] | int = "batch",
         mask_sampler: MaskSampler | None = None,
         seed: int = 0,
-        chunk_size: int = 32,
+        chunk_size: int = 8,
         fill: float = 1.0,
         objective: InpaintingObjective | None = None,
         terms: Collection[str] | None = None,
@@ -204,9 +217,7 @@ class SCATCriterion(nn.Module):
                 self._tap_full = FeatureTap(discriminator, layers)
                 self._tap_early = FeatureTap(discriminator, layers, early_exit=True, preserve_buffers=True)
                 if "sem" in self.terms:
-                    self._tap_sem = FeatureTap(
-                        discriminator, [semantic_layer], early_exit=True, preserve_buffers=True
-                    )  # type: ignore[list-item]
+                    self._tap_sem = FeatureTap(discriminator, [semantic_layer], early_exit=True, preserve_buffers=True)  # type: ignore[list-item]
             except ValueError as exc:
                 raise ValueError(f"SCATCriterion: the discriminator lacks a layer the criterion needs: {exc}") from exc
         self._sampler_cache: dict[tuple[int, int], Any] = {}
@@ -303,7 +314,6 @@ class SCATCriterion(nn.Module):
     def _chunks(self, n: int) -> Iterator[slice]:
         for start in range(0, n, self.chunk_size):
             yield slice(start, min(start + self.chunk_size, n))
-
 
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
@@ -406,7 +416,9 @@ class SCATCriterion(nn.Module):
                 if "adv" in self.terms:
                     fake_logits = _select(output, self.global_output, "global_output")
                 if "scat" in self.terms and self.segmenter is None:
-                    pixel_logits = _select(output, self.pixel_output, "pixel_output")
+                    pixel_logits = _select(
+                        output, self.pixel_output, "pixel_output", tensor_ok=self.global_output is None
+                    )
             if "scat" in self.terms and self.segmenter is not None:
                 pixel_logits = self.segmenter(comp)
         textural = semantic = None
@@ -424,8 +436,13 @@ class SCATCriterion(nn.Module):
                 name = self.semantic_layer
                 semantic = (self._pool(anchor_feats[name]), self._pool(pos[name]), sem_negs)  # type: ignore[index]
         return self.objective(
-            prediction, image, hole, fake_logits=fake_logits, fake_pixel_logits=pixel_logits,
-            textural=textural, semantic=semantic,
+            prediction,
+            image,
+            hole,
+            fake_logits=fake_logits,
+            fake_pixel_logits=pixel_logits,
+            textural=textural,
+            semantic=semantic,
         )
 
     def discriminator_step(
@@ -450,8 +467,9 @@ class SCATCriterion(nn.Module):
             if self.segmenter is not None:
                 kwargs["fake_pixel_logits"], kwargs["real_pixel_logits"] = self.segmenter(comp), self.segmenter(image)
             else:
-                kwargs["fake_pixel_logits"] = _select(fake_out, self.pixel_output, "pixel_output")
-                kwargs["real_pixel_logits"] = _select(real_out, self.pixel_output, "pixel_output")
+                single = self.global_output is None
+                kwargs["fake_pixel_logits"] = _select(fake_out, self.pixel_output, "pixel_output", tensor_ok=single)
+                kwargs["real_pixel_logits"] = _select(real_out, self.pixel_output, "pixel_output", tensor_ok=single)
         if not kwargs:
             raise ValueError("SCATCriterion.discriminator_step: neither 'adv' nor 'scat' is among the terms")
         return self.objective.discriminator_loss(hole, **kwargs)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -69,11 +70,10 @@ def _unwrap(module: nn.Module) -> tuple[nn.Module, bool]:
 
 
 def _is_compiled(module: nn.Module) -> bool:
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except ImportError:  # pragma: no cover - torch without dynamo
-        return False
-    return isinstance(module, OptimizedModule)
+    # A compiled module exists only if torch._dynamo was imported; importing it here would cost seconds.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    optimized = getattr(eval_frame, "OptimizedModule", None)
+    return optimized is not None and isinstance(module, optimized)
 
 
 def _clone(value: Any) -> Any:

@@ -164,7 +164,7 @@ class SCATAdversarialLoss(nn.Module):
         normalize: bool = True,
         negatives: Literal["batch"] | int = "batch",
         fill: float = 0.0,
-        chunk_size: int = 32,
+        chunk_size: int = 8,
         seed: int = 0,
         check_range: bool = True,
         check_mask: bool = True,
