@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from scatloss.utils import atomic_write
+
 __all__ = [
     "BENCH_DIR",
     "RESULTS_DIR",
@@ -151,11 +153,7 @@ def write_section(name: str, body: str, path: str | Path = RESULTS_MD) -> Path:
         text = pattern.sub(lambda _: block, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: handle.write(text), binary=False)
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -31,6 +31,7 @@ from . import functional as SF
 from ._validation import check_choice, check_float_tensor, check_hole, describe
 from .losses import InpaintingObjective
 from .taps import FeatureTap
+from .utils import frozen_parameters
 
 __all__ = ["SCATCriterion"]
 
@@ -315,20 +316,11 @@ class SCATCriterion(nn.Module):
         for start in range(0, n, self.chunk_size):
             yield slice(start, min(start + self.chunk_size, n))
 
-    @contextlib.contextmanager
-    def _frozen(self) -> Iterator[None]:
-        """Build the graph without parameter gradients for D and S; restore ``requires_grad`` after."""
+    def _frozen(self) -> contextlib.AbstractContextManager[None]:
+        """Build the graph without parameter gradients for D and S; ``requires_grad`` is restored after."""
         if not self.freeze_discriminator or self.mode == "naive":
-            yield
-            return
-        params = [p for net in self._nets.values() if net is not None for p in net.parameters() if p.requires_grad]
-        try:
-            for p in params:
-                p.requires_grad_(False)
-            yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
+            return contextlib.nullcontext()
+        return frozen_parameters(*self._nets.values())
 
     def _extract_fast(
         self, image: torch.Tensor, corrupted: torch.Tensor, hole: torch.Tensor

@@ -22,13 +22,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from torch import nn
 from ._validation import check_float_tensor, describe
 from .functional import composite, corrupt
 from .masks import BUCKETS, _check_buckets, bucket_name, bucket_of, free_form_mask, hole_ratio
+from .utils import atomic_write
 
 __all__ = [
     "PSNR_CAP",
@@ -242,21 +241,8 @@ class EvaluationReport:
         A reader never sees a half-written file, and an interrupted write leaves any previous file intact.
         Missing parent folders are created. Returns the path written.
         """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = self.to_json()
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return target
+        text = self.to_json() + "\n"
+        return atomic_write(path, lambda handle: handle.write(text), binary=False)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike[str]) -> EvaluationReport:

@@ -14,17 +14,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
+
+from scatloss.utils import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -64,37 +64,6 @@ class TrainerError(RuntimeError):
 
 
 # ---- files -----------------------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform / file system can open a folder
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, binary: bool = True) -> Path:
-    """Create ``path`` atomically: ``write(handle)`` into a temporary file beside it, fsync, ``os.replace``.
-
-    Missing parent folders are created. On any error the temporary file is removed and ``path`` is untouched.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-    return target
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

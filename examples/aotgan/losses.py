@@ -27,7 +27,6 @@ Shapes: ``prediction``, ``image`` ``(B, C, H, W)`` in ``[-1, 1]``; ``hole`` ``(B
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scatloss import functional as SF
+from scatloss.utils import frozen_parameters
 
 __all__ = [
     "AOTGAN_BLUR",
@@ -180,16 +180,8 @@ class SoftMaskPatchGANLoss(nn.Module):
             f"lambda_rec={self.lambda_rec:g}, weighting={self.weighting!r}"
         )
 
-    @contextlib.contextmanager
-    def _frozen(self) -> Iterator[None]:
-        params = [p for p in self.discriminator.parameters() if p.requires_grad]
-        try:
-            for p in params:
-                p.requires_grad_(False)
-            yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
+    def _frozen(self) -> contextlib.AbstractContextManager[None]:
+        return frozen_parameters(self.discriminator)
 
     def patch_map(self, x: torch.Tensor) -> torch.Tensor:
         """``D(x)`` upsampled to ``x``'s size, ``(B, 1, H, W)`` (its fake target is the blurred hole)."""

@@ -1,0 +1,71 @@
+"""Small helpers shared by the package and its examples: atomic file writes and temporarily frozen parameters."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+__all__ = ["atomic_write", "frozen_parameters"]
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform / file system can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, binary: bool = True) -> Path:
+    """Create ``path`` atomically: ``write(handle)`` into a temporary file beside it, fsync, ``os.replace``.
+
+    A reader never sees a half-written file, and an interrupted write leaves any previous file intact: on
+    any error the temporary file is removed and ``path`` is untouched. Missing parent folders are created.
+
+    Args:
+        path: the file to create or replace.
+        write: called with the open temporary file (binary, or UTF-8 text with ``binary=False``).
+
+    Returns:
+        The path written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+@contextlib.contextmanager
+def frozen_parameters(*modules: nn.Module | None) -> Iterator[None]:
+    """Switch ``requires_grad`` off for the parameters of ``modules`` that have it, and back on afterwards.
+
+    A graph built inside the block has no weight-gradient work for these modules, while gradients still flow
+    through them to their inputs. Parameters the caller had already frozen stay frozen; the flags are restored
+    even when the block raises. ``None`` entries are skipped.
+    """
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
