@@ -644,7 +644,10 @@ def check_module_matches_functional(
         grads: tuple[torch.Tensor | None, ...] = (None,) * len(leaves)
         differentiable = [o.sum() for o in outs if o.requires_grad]
         if leaves and differentiable:
-            grads = torch.autograd.grad(sum(differentiable), leaves, allow_unused=True)
+            total = differentiable[0]
+            for part in differentiable[1:]:
+                total = total + part  # dtypes may differ between outputs: add, don't stack
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
         results.append((label, outs, grads, out))
     (_, m_outs, m_grads, m_raw), (_, f_outs, f_grads, f_raw) = results
     if len(m_outs) != len(f_outs) or type(m_raw) is not type(f_raw):

@@ -40,7 +40,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+        handle: Any = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
