@@ -27,6 +27,7 @@ venv: $(VENV)/.stamp
 
 lint: venv
 	$(PY) -m ruff check scatloss tests examples benchmarks
+	$(PY) -m mypy
 
 test: venv lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
