@@ -49,17 +49,28 @@ def resample_hole(hole: torch.Tensor, size: tuple[int, int], mode: Resample = "a
     Returns:
         ``(B, 1, h, w)`` floating tensor. A bool mask comes back as float32; a float mask keeps its
         dtype. When the size already matches, the mask is returned as is (no copy), converted to
-        float if it was bool.
+        float if it was bool; ``"nearest"`` with an integer factor returns a strided view of a float
+        mask (no copy). Integer factors use fixed-window pooling, other ratios adaptive pooling.
 
     Upsampling (``h > H``) is allowed in every mode; area and max then reduce to nearest-style
     replication through adaptive pooling.
     """
     check_choice("resample", mode, RESAMPLE_MODES)
+    h, w = int(size[0]), int(size[1])
+    H, W = int(hole.shape[-2]), int(hole.shape[-1])
+    if mode == "nearest" and h <= H and w <= W and H % h == 0 and W % w == 0:
+        # integer factor: the top-left pixel of each block, as F.interpolate(mode="nearest"), as a strided view
+        hole = hole[..., :: H // h, :: W // w]
+        return hole if hole.is_floating_point() else hole.float()
     if not hole.is_floating_point():
         hole = hole.float()
-    h, w = int(size[0]), int(size[1])
-    if tuple(hole.shape[-2:]) == (h, w):
+    if (H, W) == (h, w):
         return hole
+    if h <= H and w <= W and H % h == 0 and W % w == 0:
+        # integer factor: the fixed-window pools give the adaptive pools' blocks, faster (and traceable with
+        # symbolic shapes)
+        kernel = (H // h, W // w)
+        return F.avg_pool2d(hole, kernel) if mode == "area" else F.max_pool2d(hole, kernel)
     if mode == "area":
         return F.adaptive_avg_pool2d(hole, (h, w))
     if mode == "max":

@@ -39,6 +39,22 @@ def _scale(g: torch.Tensor, reduction: str, numel: int) -> torch.Tensor:
     return g / numel if reduction == "mean" else g
 
 
+def _real_term(z: torch.Tensor, kind: str) -> torch.Tensor:
+    """:func:`scatloss.reference.real_term` with one allocation (in-place clamp / square)."""
+    if kind == "hinge":
+        return (1.0 - z).clamp_(min=0.0)
+    if kind == "ls":
+        return (z - 1.0).square_()
+    return R.real_term(z, kind)
+
+
+def _fake_term(z: torch.Tensor, kind: str) -> torch.Tensor:
+    """:func:`scatloss.reference.fake_term` with one allocation (in-place clamp)."""
+    if kind == "hinge":
+        return (z + 1.0).clamp_(min=0.0)
+    return R.fake_term(z, kind)
+
+
 def _real_grad(z: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "hinge":
         return (z < 1).to(z.dtype).neg_()
@@ -51,10 +67,10 @@ class _SegmenterLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, zf: torch.Tensor, zr: torch.Tensor, h: torch.Tensor, kind: str, reduction: str) -> Any:
         with torch.no_grad():
-            lp = R.real_term(zf, kind)
-            m = R.fake_term(zf, kind).sub_(lp).mul_(h).add_(lp)  # t l+ + h l- with t = 1 - h
+            lp = _real_term(zf, kind)
+            m = _fake_term(zf, kind).sub_(lp).mul_(h).add_(lp)  # t l+ + h l- with t = 1 - h
             del lp
-            rt = R.real_term(zr, kind)
+            rt = _real_term(zr, kind)
             m = m.add_(rt) if m.dtype == torch.promote_types(m.dtype, rt.dtype) else m + rt
             del rt
             out = R.reduce(m, reduction)
@@ -68,9 +84,11 @@ class _SegmenterLoss(torch.autograd.Function):
         kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
         gzf = gzr = gh = None
         if ctx.needs_input_grad[0]:
-            if kind == "hinge":  # -[z < 1] + h ([z > -1] + [z < 1])
-                below = (zf < 1).to(zf.dtype)
-                gzf = (zf > -1).to(zf.dtype).add_(below).mul_(h).sub_(below)
+            if kind == "hinge":  # -[z < 1] + h ([z > -1] + [z < 1]) = h (1 + [|z| < 1]) - [z < 1]: one float buffer
+                inside = (zf > -1).logical_and_(zf < 1)
+                gzf = inside.to(zf.dtype).add_(1.0).mul_(h)
+                del inside
+                gzf = gzf.sub_((zf < 1).view(torch.uint8))
             elif kind == "bce":
                 gzf = torch.sigmoid(zf).sub_(1.0).add_(h)
             else:
