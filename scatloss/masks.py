@@ -64,7 +64,7 @@ def resample_hole(hole: torch.Tensor, size: tuple[int, int], mode: Resample = "a
         return hole if hole.is_floating_point() else hole.float()
     if not hole.is_floating_point():
         hole = hole.float()
-    if (H, W) == (h, w):
+    if (h, w) == (H, W):
         return hole
     if h <= H and w <= W and H % h == 0 and W % w == 0:
         # integer factor: the fixed-window pools give the adaptive pools' blocks, faster (and traceable with
