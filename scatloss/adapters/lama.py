@@ -41,10 +41,13 @@ from torch import nn
 
 from .._validation import check_choice, check_float_tensor, check_hole, describe
 from ..criterion import SCATCriterion
-from ..functional import KINDS, Kind, Region, _fake_term, _generator_term, _real_term
+from ..functional import KINDS, Kind, Region
 from ..losses import InpaintingObjective
 from ..masks import RESAMPLE_MODES, Resample, resample_hole
 from ..nets import UNetSegmenter
+from ..reference import fake_term as _fake_term
+from ..reference import generator_term as _generator_term
+from ..reference import real_term as _real_term
 from . import check_criterion_options, check_hole_convention, check_image_range, default_layers, layer_channels
 
 __all__ = ["SCATAdversarialLoss"]
