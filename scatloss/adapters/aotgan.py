@@ -54,7 +54,7 @@ from torch import nn
 from .._validation import check_choice, check_float_tensor, check_hole, describe
 from ..criterion import SCATCriterion
 from ..functional import KINDS, REGIONS, Kind, Region
-from ..losses import InpaintingObjective
+from ..losses import InpaintingObjective, _check_weight
 from ..masks import RESAMPLE_MODES, Resample
 from ..nets import UNetSegmenter
 from . import (
@@ -329,21 +329,11 @@ class SCATGANLoss(nn.Module):
         check_mask: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("host_adv_weight", host_adv_weight),
-            ("lambda_text", lambda_text),
-            ("lambda_sem", lambda_sem),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name}: expected a float, got {describe(value)}")
-        if not host_adv_weight > 0:
+        self.host_adv_weight = _check_weight("host_adv_weight", host_adv_weight)
+        if not self.host_adv_weight > 0:
             raise ValueError(f"host_adv_weight: expected a weight > 0 (the host's adv_weight), got {host_adv_weight!r}")
-        for name, value in (("lambda_text", lambda_text), ("lambda_sem", lambda_sem)):
-            if not value >= 0:
-                raise ValueError(f"{name}: expected a weight >= 0, got {value!r}")
-        self.host_adv_weight = float(host_adv_weight)
-        self.lambda_text = float(lambda_text)
-        self.lambda_sem = float(lambda_sem)
+        self.lambda_text = _check_weight("lambda_text", lambda_text)
+        self.lambda_sem = _check_weight("lambda_sem", lambda_sem)
         self.kind = check_choice("kind", kind, KINDS)
         self.scat_kind = check_choice("scat_kind", scat_kind if scat_kind is not None else kind, KINDS)
         self.region = check_choice("region", region, REGIONS)
