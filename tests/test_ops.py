@@ -489,6 +489,19 @@ def _all_three(fake, real, hole, anchor, positive, negatives):
     return seg + gen + sem
 
 
+def _assert_compiled_matches_eager(args: list[torch.Tensor], grads: list[int]) -> None:
+    """``torch.compile(fullgraph=True)`` of ``_all_three`` equals eager: value and the gradients of ``grads``."""
+    compiled = torch.compile(_all_three, fullgraph=True)
+    results = []
+    for fn in (compiled, _all_three):
+        leaves = [a.clone().requires_grad_(i in grads) for i, a in enumerate(args)]
+        with value_checks(False):
+            out = fn(*leaves)
+        results.append((out, *torch.autograd.grad(out, [leaves[i] for i in grads])))
+    for a, b in zip(*results, strict=True):
+        assert_close(a, b, 1e-5)
+
+
 @cpu_tier
 def test_torch_compile_fullgraph_traces_all_ops_and_their_backward() -> None:
     # Under the interpreter the ops are opaque custom ops with fake functions (see scatloss.ops._triton_common);
@@ -503,15 +516,7 @@ def test_torch_compile_fullgraph_traces_all_ops_and_their_backward() -> None:
         logits(2, 3, 16, seed=54),
     ]
     grads = [0, 1, 3]
-    compiled = torch.compile(_all_three, fullgraph=True)
-    results = []
-    for fn in (compiled, _all_three):
-        leaves = [a.clone().requires_grad_(i in grads) for i, a in enumerate(args)]
-        with value_checks(False):
-            out = fn(*leaves)
-        results.append((out, *torch.autograd.grad(out, [leaves[i] for i in grads])))
-    for a, b in zip(*results, strict=True):
-        assert_close(a, b, 1e-5)
+    _assert_compiled_matches_eager(args, grads)
 
 
 # Compiles every kernel for an sm_90 target (no GPU needed: a stub driver stands in for CUDA at launch) and
@@ -702,15 +707,7 @@ def test_gpu_torch_compile_fullgraph_inductor() -> None:
         logits(8, 16, 256, seed=64).cuda(),
     ]
     grads = [0, 1, 3, 5]
-    compiled = torch.compile(_all_three, fullgraph=True)
-    results = []
-    for fn in (compiled, _all_three):
-        leaves = [a.clone().requires_grad_(i in grads) for i, a in enumerate(args)]
-        with value_checks(False):
-            out = fn(*leaves)
-        results.append((out, *torch.autograd.grad(out, [leaves[i] for i in grads])))
-    for a, b in zip(*results, strict=True):
-        assert_close(a, b, 1e-5)
+    _assert_compiled_matches_eager(args, grads)
 
 
 @gpu_test
