@@ -14,8 +14,11 @@ For every case (SCAT on discriminator-sized logit maps with larger masks, InfoNC
 Passes: ``fwd`` (forward with autograd recording, as in training), ``bwd`` (``backward()`` of a fresh
 forward, timed alone) and ``fwd+bwd``. Every input that the training step differentiates requires grad
 (both logit maps for the segmenter, the fake map for the generator, all three InfoNCE inputs).
-Times are medians over rounds after warm-up rounds (compilation happens there), the implementations'
-order rotated each round; CUDA times come from ``torch.cuda.Event`` pairs. Hole-value checks are switched
+Each round times every pass of every implementation as a loop of back-to-back calls, long enough that one
+sample takes at least ``--min-sample-ms`` for the eager baseline (the same call count for every implementation
+of a case), and reports the time per call; times are medians (CUDA) or the best (CPU) over rounds after
+warm-up rounds (compilation happens there), the implementations' order rotated each round; CUDA times come
+from ``torch.cuda.Event`` pairs. Hole-value checks are switched
 off (``set_value_checks(False)``): they are one host read-back per call, the same for every implementation.
 
 Peak memory is the high-water mark *above* the level before the pass (inputs excluded; the gradients the
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -110,7 +114,6 @@ class Case:
             return lambda f, h: SF.scat_generator_loss(f, h, kind=self.kind, backend=backend)
         return lambda f, r, h: SF.scat_segmenter_loss(f, r, h, kind=self.kind, backend=backend)
 
-
     def reference(self) -> Callable[..., torch.Tensor]:
         """The equation-form baseline (:mod:`scatloss.reference`), mask resampling included."""
         if self.op == "infonce":
@@ -184,30 +187,32 @@ class Runner:
         self.fn(*self.leaves).backward()
         self._clear()
 
-    def time_pass(self, name: str, device: torch.device) -> float:
-        """Seconds for one pass (only ``backward()`` is timed for ``bwd``)."""
-        loss = self.fwd() if name == "bwd" else None
+    def time_pass(self, name: str, device: torch.device, inner: int = 1) -> float:
+        """Seconds per call of one pass, timed over ``inner`` back-to-back calls (only ``backward()`` is timed for
+        ``bwd``: the ``inner`` losses are built first)."""
+        losses = [self.fwd() for _ in range(inner)] if name == "bwd" else []
         synchronize(device)
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         t0 = time.perf_counter()
-        if name == "fwd":
-            out = self.fwd()
-        elif name == "bwd":
-            loss.backward()  # type: ignore[union-attr]
-        else:
-            self.full()
+        outs = []
+        for i in range(inner):
+            if name == "fwd":
+                outs.append(self.fwd())
+            elif name == "bwd":
+                losses[i].backward()
+            else:
+                self.full()
         if device.type == "cuda":
             end.record()
             torch.cuda.synchronize(device)
             seconds = start.elapsed_time(end) / 1e3
         else:
             seconds = time.perf_counter() - t0
-        if name == "fwd":
-            del out
+        del outs, losses
         self._clear()
-        return seconds
+        return seconds / inner
 
     def peak(self, name: str, device: torch.device) -> float | None:
         if name == "bwd":
@@ -221,18 +226,35 @@ class Runner:
         return _peak_cuda_bytes(run, device) if device.type == "cuda" else _peak_tensor_bytes(run)
 
 
+def calls_per_sample(runner: Runner, device: torch.device, min_sample_s: float) -> int:
+    """How many back-to-back fwd+bwd calls of ``runner`` (the eager baseline) take at least ``min_sample_s``:
+    sub-millisecond passes are timed as a loop, not one call at the timer's and the cache's mercy."""
+    per_call = min(runner.time_pass("fwd+bwd", device) for _ in range(3))
+    return max(1, min(1000, math.ceil(min_sample_s / max(per_call, 1e-7))))
+
+
 def bench_case(
-    case: Case, device: torch.device, dtype: torch.dtype, warmup: int, repeats: int, compiled: bool, log: Any
+    case: Case,
+    device: torch.device,
+    dtype: torch.dtype,
+    warmup: int,
+    repeats: int,
+    compiled: bool,
+    log: Any,
+    min_sample_s: float = 0.02,
 ) -> list[dict]:
     tensors, grad_idx = case.inputs(device, dtype)
     impls = implementations(case, device, compiled)
     runners = {name: Runner(fn, tensors, grad_idx) for name, fn in impls.items()}
     times: dict[tuple[str, str], list[float]] = {(i, p): [] for i in runners for p in PASSES}
     order = list(runners)
+    inner = 1
     for r in range(warmup + repeats):
+        if r == warmup:  # after warm-up (and compilation): enough calls per sample that a sample is >= min_sample_s
+            inner = calls_per_sample(runners["eager"], device, min_sample_s)
         for name in order[r % len(order) :] + order[: r % len(order)]:  # rotate the order every round
             for p in PASSES:
-                t = runners[name].time_pass(p, device)
+                t = runners[name].time_pass(p, device, inner)
                 if r >= warmup:
                     times[(name, p)].append(t)
     rows = []
@@ -244,7 +266,7 @@ def bench_case(
             rows.append(
                 {"device": device.type, "op": case.op, "case": f"{case.label} {dt}",
                  "shape": "x".join(map(str, case.shape)), "dtype": dt, "impl": name, "pass": p,
-                 "time_ms": 1e3 * median(ts), "time_ms_min": 1e3 * min(ts), "repeats": repeats,
+                 "time_ms": 1e3 * median(ts), "time_ms_min": 1e3 * min(ts), "repeats": repeats, "calls": inner,
                  "peak_extra_mib": None if peaks[p] is None else peaks[p] / 2**20}
             )  # fmt: skip
         full = rows[-1]
@@ -273,7 +295,7 @@ def _versions() -> str:
     return f"torch {torch.__version__}, Triton {tv}"
 
 
-def report(rows: list[dict], device: torch.device, command: str, quick: bool) -> str:
+def report(rows: list[dict], device: torch.device, command: str, quick: bool, min_sample_ms: float) -> str:
     """The Markdown section: one table per op, and the ratios the issue's targets are stated in."""
     by = {((r["op"], r["case"]), r["impl"], r["pass"]): r for r in rows}
     # a shared CPU is noisy: there the best of the rounds is the robust statistic; on CUDA the median
@@ -288,7 +310,9 @@ def report(rows: list[dict], device: torch.device, command: str, quick: bool) ->
         machine_markdown(machine_info(device)),
         f"- {_versions()}; "
         + ("CUDA-event timing" if device.type == "cuda" else "wall-clock timing on a shared CPU (noisy)")
-        + f"; times are the {stat} of {rows[0]['repeats']} rounds after warm-up, implementations interleaved",
+        + f"; times per call are the {stat} of {rows[0]['repeats']} rounds after warm-up, each round a loop of "
+        + "back-to-back calls lasting at least "
+        + f"{min_sample_ms:g} ms for eager (calls per case in the CSV), implementations interleaved",
         "- Peak = memory high-water mark above the level before the pass (inputs excluded, new gradients included): "
         + ("`torch.cuda.max_memory_allocated`" if device.type == "cuda" else "live tensor bytes from `torch.profiler` "
            "allocation events"),
@@ -355,6 +379,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="torch.set_num_threads (default on CPU: 1, stable on a shared machine)",
     )
+    p.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=None,
+        help="each timed sample loops calls for at least this long for eager (default 20 on CPU, 5 on CUDA)",
+    )
     p.add_argument("--only", default=None, help="run only cases whose op contains this text")
     p.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md or results/")
     return p.parse_args(argv)
@@ -372,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     dtypes = [getattr(torch, d.strip()) for d in args.dtype.split(",") if d.strip()]
     repeats = args.repeats or (20 if device.type == "cuda" else 11)
+    min_sample_ms = args.min_sample_ms if args.min_sample_ms is not None else (5.0 if device.type == "cuda" else 20.0)
     set_value_checks(False)
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
     command = command_line(["benchmarks/bench_kernels.py", *(sys.argv[1:] if argv is None else argv)])
@@ -383,9 +414,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             print(f"{case.op}: {case.label} {dtype}", flush=True)
             rows += bench_case(
-                case, device, dtype, args.warmup, repeats, not args.no_compiled, lambda m: print(m, flush=True)
+                case,
+                device,
+                dtype,
+                args.warmup,
+                repeats,
+                not args.no_compiled,
+                lambda m: print(m, flush=True),
+                min_sample_s=min_sample_ms / 1e3,
             )
-    body = report(rows, device, command, args.quick)
+    body = report(rows, device, command, args.quick, min_sample_ms)
     print(body)
     print(f"total {time.perf_counter() - start:.0f} s")
     if not args.no_write:

@@ -76,6 +76,7 @@ from scatloss.criterion import SCATCriterion  # noqa: E402
 from scatloss.losses import InpaintingObjective  # noqa: E402
 from scatloss.masks import MaskGenerator  # noqa: E402
 from scatloss.nets import UNetDiscriminator  # noqa: E402
+from scatloss.utils import peak_memory_bytes  # noqa: E402
 
 VARIANTS: tuple[str, ...] = ("plain", "fast", "naive")
 TARGETS = {
@@ -241,32 +242,11 @@ def check_gradients(s: Setup) -> dict[str, float]:
 
 def _peak_tensor_bytes(fn: Any) -> float:
     """Peak of live CPU tensor bytes allocated during ``fn()`` (above the level at its start)."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events: list[tuple[int, int]] = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())  # type: ignore[union-attr]
-    while stack:
-        node = stack.pop()
-        stack.extend(node.children)
-        if node.tag == _EventType.Allocation and str(node.extra_fields.device) == "cpu":
-            events.append((node.start_time_ns, node.extra_fields.alloc_size))
-    live = peak = 0
-    for _, size in sorted(events):
-        live += size
-        peak = max(peak, live)
-    return float(peak)
+    return float(peak_memory_bytes(fn, "cpu"))
 
 
 def _peak_cuda_bytes(fn: Any, device: torch.device) -> float:
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return float(torch.cuda.max_memory_allocated(device) - base)
+    return float(peak_memory_bytes(fn, device))
 
 
 def _status_kib(key: str) -> int:

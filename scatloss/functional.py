@@ -44,7 +44,7 @@ from ._validation import (
     check_same_batch,
     describe,
 )
-from .masks import RESAMPLE_MODES, Resample, resample_hole
+from .masks import RESAMPLE_MODES, Resample
 from .ops import torch_fused as _fused
 
 Kind = Literal["hinge", "bce", "ls"]
@@ -96,12 +96,7 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
     return t
 
 
-def _hole_at(hole: torch.Tensor, like: torch.Tensor, resample: str) -> torch.Tensor:
-    """The hole mask at ``like``'s resolution and dtype (fp32 math is kept for reduced precision)."""
-    if not hole.is_floating_point():  # a bool mask is resampled at the logits' precision (float64 stays exact)
-        hole = hole.to(torch.promote_types(like.dtype, torch.float32))
-    h = resample_hole(hole, (like.shape[-2], like.shape[-1]), resample)  # type: ignore[arg-type]
-    return h.to(like.dtype)
+_hole_at = _fused.hole_at
 
 
 def _dispatch_backend(backend: str, *tensors: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> str:
@@ -230,8 +225,11 @@ def scat_generator_loss(
         return _ops.scat_generator_loss(
             fake_logits, hole, kind=kind, region=region, resample=resample, reduction=reduction
         )
-    weight = _hole_at(hole, fake_logits, resample) if region == "hole" else None
-    return _fused.scat_generator(fake_logits, weight, kind, reduction)
+    if region == "all":
+        return _fused.scat_generator(fake_logits, None, kind, reduction)
+    if hole.requires_grad and torch.is_grad_enabled():  # the mask's gradient goes through resample_hole's autograd
+        return _fused.scat_generator(fake_logits, _hole_at(hole, fake_logits, resample), kind, reduction)
+    return _fused.scat_generator_hole(fake_logits, hole, resample, kind, reduction)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Small helpers shared by the package and its examples: atomic file writes and temporarily frozen parameters."""
+"""Small helpers shared by the package, its examples, tests and benchmarks: atomic file writes, temporarily frozen
+parameters, and a tensor-memory high-water mark."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["atomic_write", "frozen_parameters"]
+__all__ = ["atomic_write", "frozen_parameters", "peak_memory_bytes"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -70,3 +72,40 @@ def frozen_parameters(*modules: nn.Module | None) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu") -> int:
+    """High-water mark of live tensor bytes on ``device`` while ``fn()`` runs, above the level at its start.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a peak reset (synchronised). CPU: replayed from the
+    allocation and free events that ``torch.profiler`` records with ``profile_memory=True`` (tensor bytes only:
+    no allocator slack, no oneDNN scratch), which is deterministic for a given sequence of operations.
+    Tensors allocated before the call (the inputs) are not counted; ones ``fn`` creates and keeps are.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    if device.type != "cpu":
+        raise ValueError(f"device: expected 'cpu' or a CUDA device, got {device}")
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events: list[tuple[int, int]] = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())  # type: ignore[union-attr]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.tag == _EventType.Allocation and str(node.extra_fields.device) == "cpu":
+            events.append((node.start_time_ns, node.extra_fields.alloc_size))
+    live = peak = 0
+    for _, size in sorted(events):
+        live += size
+        peak = max(peak, live)
+    return peak

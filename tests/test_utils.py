@@ -42,3 +42,23 @@ def test_frozen_parameters_builds_no_weight_graph_and_restores_flags_even_on_err
     with pytest.raises(RuntimeError), frozen_parameters(net):
         raise RuntimeError("inside")
     assert net.weight.requires_grad and not net.bias.requires_grad
+
+
+def test_peak_memory_bytes_counts_the_high_water_mark_above_the_start() -> None:
+    from scatloss.utils import peak_memory_bytes
+
+    keep = torch.zeros(1 << 16)  # allocated before the call: not counted
+
+    def two_then_one() -> None:
+        a = torch.ones(1 << 14)  # 64 KiB
+        b = torch.ones(1 << 14)  # 64 KiB: both alive -> 128 KiB high-water mark
+        del a, b
+        c = torch.ones(1 << 12)  # 16 KiB after both were freed
+        del c
+
+    peak = peak_memory_bytes(two_then_one)
+    assert 2 * (1 << 16) <= peak < 2 * (1 << 16) + 4096
+    assert peak_memory_bytes(lambda: None) == 0
+    assert keep.numel() == 1 << 16
+    with pytest.raises(ValueError, match="device"):
+        peak_memory_bytes(lambda: None, "meta")

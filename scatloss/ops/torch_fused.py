@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from .. import reference as R
+from ..masks import resample_hole
 
-__all__ = ["infonce", "scat_generator", "scat_segmenter"]
+__all__ = ["hole_at", "infonce", "scat_generator", "scat_generator_hole", "scat_segmenter"]
 
 _EPS = 1e-12  # F.normalize's
 
@@ -101,10 +102,69 @@ class _SegmenterLoss(torch.autograd.Function):
         return gzf, gzr, gh, None, None
 
 
+def hole_at(hole: torch.Tensor, like: torch.Tensor, resample: str) -> torch.Tensor:
+    """The hole mask at ``like``'s resolution and dtype (float32 math is kept for reduced precision).
+
+    A bool mask is converted after ``"nearest"`` picks its pixels (so no full-resolution float copy is made
+    for it) and before ``"area"``/``"max"`` pooling (at the logits' precision: float64 stays exact).
+    """
+    size = (like.shape[-2], like.shape[-1])
+    if not hole.is_floating_point() and resample != "nearest":
+        hole = hole.to(torch.promote_types(like.dtype, torch.float32))
+    return resample_hole(hole, size, resample).to(like.dtype)  # type: ignore[arg-type]
+
+
+def _hole_at_aliases(hole: torch.Tensor, like: torch.Tensor, resample: str) -> bool:
+    """Whether :func:`hole_at` returns ``hole`` itself or a view of it rather than a fresh buffer.
+
+    Decided from shapes and dtypes (as :func:`scatloss.masks.resample_hole` decides), not from data pointers,
+    so that it traces under ``torch.compile``: only a float mask already in the logits' dtype comes back
+    uncopied, at equal sizes or as ``"nearest"``'s strided view for integer factors.
+    """
+    if hole.dtype != like.dtype:
+        return False
+    h, w, H, W = like.shape[-2], like.shape[-1], hole.shape[-2], hole.shape[-1]
+    if (h, w) == (H, W):
+        return True
+    return resample == "nearest" and h <= H and w <= W and H % h == 0 and W % w == 0
+
+
+def _generator_grad_into(w: torch.Tensor, z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
+    """``w * lG'(z) * scale`` written into ``w`` (a buffer only the caller holds); temporaries per batch chunk."""
+    if kind == "hinge":  # lG' = -1
+        return w.mul_(scale).neg_()
+    chunk = max(1, -(-z.shape[0] // 8))  # at most 8 chunks: bounded Python overhead, temporaries <= 1/8 of a map
+    per_pixel = scale.dim() > 0
+    for i in range(0, z.shape[0], chunk):
+        rows = slice(i, i + chunk)
+        w[rows].mul_(_real_grad(z[rows], kind)).mul_(scale[rows] if per_pixel else scale)
+    return w
+
+
 class _GeneratorLoss(torch.autograd.Function):
+    """Eq. 2 per pixel. Two ways in:
+
+    * ``w`` given (``hole`` None): a weight map at the logits' resolution, or None for ``region="all"``;
+      it may require grad (``dL/dw = lG(z)``).
+    * ``hole`` given (``w`` None): the caller's mask, which does not require grad. The Function resamples
+      it itself, and when that gives a fresh buffer (not a view of ``hole``), backward turns that buffer
+      into the gradient in place instead of allocating one: the resampled mask and the gradient never
+      coexist. A second backward through the same graph (``retain_graph=True``) resamples again.
+    """
+
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, w: torch.Tensor | None, kind: str, reduction: str) -> Any:
+    def forward(
+        ctx: Any,
+        z: torch.Tensor,
+        w: torch.Tensor | None,
+        hole: torch.Tensor | None,
+        resample: str,
+        kind: str,
+        reduction: str,
+    ) -> Any:
         with torch.no_grad():
+            if hole is not None:
+                w = hole_at(hole, z, resample)
             if kind == "hinge" and reduction != "none":  # -sum(z w) as one reduction, no per-pixel temporary
                 total = -(z.sum() if w is None else torch.vdot(z.reshape(-1), w.to(z.dtype).reshape(-1)))
                 out = total / z.numel() if reduction == "mean" else total
@@ -113,14 +173,32 @@ class _GeneratorLoss(torch.autograd.Function):
                 if w is not None:
                     m = m.mul_(w) if m.dtype == torch.promote_types(m.dtype, w.dtype) else m * w
                 out = R.reduce(m, reduction)
-        ctx.save_for_backward(z, w)
+        if hole is not None:
+            ctx.save_for_backward(z, hole)
+            # held outside save_for_backward: backward consumes it (in place), so its version must not be checked
+            ctx.buffer = None if _hole_at_aliases(hole, z, resample) else w
+            ctx.resample = resample
+        else:
+            ctx.save_for_backward(z, w)
+            ctx.buffer = None
+        ctx.from_hole = hole is not None
         ctx.kind, ctx.reduction, ctx.numel = kind, reduction, z.numel()
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Any:
-        z, w = ctx.saved_tensors
         kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
+        if ctx.from_hole:
+            z, hole = ctx.saved_tensors
+            gz = None
+            if ctx.needs_input_grad[0]:
+                own, ctx.buffer = ctx.buffer, None  # drop the reference: the gradient may be stolen by AccumulateGrad
+                if own is None:  # the mask view was the caller's, or a previous backward consumed the buffer
+                    w = hole_at(hole, z, ctx.resample)
+                    own = w.clone() if _hole_at_aliases(hole, z, ctx.resample) else w
+                gz = _generator_grad_into(own, z, kind, scale.to(z.dtype))
+            return gz, None, None, None, None, None
+        z, w = ctx.saved_tensors
         gz = gw = None
         if ctx.needs_input_grad[0]:
             if kind == "hinge":  # lG' = -1
@@ -132,7 +210,7 @@ class _GeneratorLoss(torch.autograd.Function):
             gz = d.mul_(scale)
         if w is not None and ctx.needs_input_grad[1]:
             gw = (R.generator_term(z, kind) * scale).to(w.dtype)
-        return gz, gw, None, None
+        return gz, gw, None, None, None, None
 
 
 def scat_segmenter(
@@ -144,7 +222,17 @@ def scat_segmenter(
 
 def scat_generator(fake_logits: torch.Tensor, weight: torch.Tensor | None, kind: str, reduction: str) -> torch.Tensor:
     """Eq. 2 per pixel, ``weight`` the hole mask at the logits' resolution or ``None`` (all pixels)."""
-    return _GeneratorLoss.apply(fake_logits, weight, kind, reduction)
+    return _GeneratorLoss.apply(fake_logits, weight, None, "area", kind, reduction)
+
+
+def scat_generator_hole(
+    fake_logits: torch.Tensor, hole: torch.Tensor, resample: str, kind: str, reduction: str
+) -> torch.Tensor:
+    """Eq. 2 on the hole region, ``hole`` at any resolution and not requiring grad: the resampled mask's
+    buffer becomes the gradient (one logit-sized map alive at a time instead of two)."""
+    if hole.requires_grad and torch.is_grad_enabled():
+        raise ValueError("hole: scat_generator_hole gives the mask no gradient; use scat_generator(z, hole_at(...))")
+    return _GeneratorLoss.apply(fake_logits, None, hole, resample, kind, reduction)
 
 
 # ----------------------------------------------------------------------------------------------
