@@ -24,6 +24,7 @@ element count for ``reduction="mean"``):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -56,6 +57,13 @@ def _fake_term(z: torch.Tensor, kind: str) -> torch.Tensor:
     return R.fake_term(z, kind)
 
 
+def _hardtanh_backward(grad: torch.Tensor, z: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``grad * [lo < z < hi]`` (``grad`` broadcast to ``z``'s shape) as one vectorised ATen kernel: much cheaper on
+    CPU than a comparison, a bool-to-float copy and a product. With ``lo = -inf`` it is ``grad * [z < hi]`` for
+    every finite ``z`` (a ``-inf`` logit gives an infinite loss, where no gradient is meaningful)."""
+    return torch.ops.aten.hardtanh_backward(grad, z, lo, hi)
+
+
 def _real_grad(z: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "hinge":
         return (z < 1).to(z.dtype).neg_()
@@ -85,18 +93,19 @@ class _SegmenterLoss(torch.autograd.Function):
         kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
         gzf = gzr = gh = None
         if ctx.needs_input_grad[0]:
-            if kind == "hinge":  # -[z < 1] + h ([z > -1] + [z < 1]) = h (1 + [|z| < 1]) - [z < 1]: one float buffer
-                inside = (zf > -1).logical_and_(zf < 1)
-                gzf = inside.to(zf.dtype).add_(1.0).mul_(h)
-                del inside
-                gzf = gzf.sub_((zf < 1).view(torch.uint8))
+            if kind == "hinge":  # h [z > -1] - (1 - h) [z < 1] = h (1 + [|z| < 1]) - [z < 1]: two fused masked copies
+                gzf = _hardtanh_backward(h.to(zf.dtype), zf, -1.0, 1.0).add_(h).mul_(scale)
+                gzf = gzf.add_(_hardtanh_backward(scale.neg().to(zf.dtype), zf, -math.inf, 1.0))
             elif kind == "bce":
-                gzf = torch.sigmoid(zf).sub_(1.0).add_(h)
+                gzf = torch.sigmoid(zf).sub_(1.0).add_(h).mul_(scale)
             else:
-                gzf = (zf - 1.0).add_(h).mul_(2.0)
-            gzf = gzf.mul_(scale).to(zf.dtype)
+                gzf = (zf - 1.0).add_(h).mul_(scale * 2.0)
+            gzf = gzf.to(zf.dtype)
         if ctx.needs_input_grad[1]:
-            gzr = _real_grad(zr, kind).mul_(scale).to(zr.dtype)
+            if kind == "hinge":  # -[z < 1] in one masked broadcast of the upstream scale
+                gzr = _hardtanh_backward(scale.neg().to(zr.dtype), zr, -math.inf, 1.0)
+            else:
+                gzr = _real_grad(zr, kind).mul_(scale).to(zr.dtype)
         if ctx.needs_input_grad[2]:
             gh = R.fake_term(zf, kind).sub_(R.real_term(zf, kind)).mul_(scale).to(h.dtype)
         return gzf, gzr, gh, None, None
