@@ -526,25 +526,10 @@ _CUDA_DRY_RUN = textwrap.dedent(
     r"""
     import os, sys, torch, triton
     os.environ.pop("TRITON_INTERPRET", None)
-    from triton.backends.compiler import GPUTarget
+    sys.path.insert(0, "benchmarks")
+    from triton_resources import install_stub_driver
 
-    class _Utils:
-        def load_binary(self, name, kernel, shared, device): return None, None, 64, 0, 1024
-        def get_device_properties(self, device): return {"max_shared_mem": 232448, "multiprocessor_count": 132}
-        def unload_module(self, module): pass
-
-    class _StubCudaDriver:  # compile for sm_90, launch nothing
-        utils = _Utils()
-        def get_current_target(self): return GPUTarget("cuda", 90, 32)
-        def get_active_torch_device(self): return torch.device("cpu")
-        def get_current_device(self): return 0
-        def get_current_stream(self, device=None): return 0
-        def launcher_cls(self, src, metadata): return lambda *args, **kwargs: None
-        def get_device_interface(self): return torch.cuda
-        def get_empty_cache_for_benchmark(self): return torch.empty(0)
-        def clear_cache(self, cache): pass
-
-    triton.runtime.driver.set_active(_StubCudaDriver())
+    install_stub_driver(90)  # compile for sm_90, launch nothing
     print("HARNESS_OK", flush=True)
 
     from torch._dynamo.backends.common import aot_autograd
@@ -609,6 +594,25 @@ def test_kernels_compile_for_a_cuda_target_and_trace_through_aot_autograd() -> N
     if "HARNESS_OK" not in proc.stdout:
         pytest.skip(f"this Triton build has no stub-able CUDA driver interface: {proc.stderr[-500:]}")
     assert proc.returncode == 0 and "DRY_RUN_OK" in proc.stdout, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_every_kernel_specialisation_compiles_for_sm90_without_spills() -> None:
+    """benchmarks/triton_resources.py --quick: every value of every kernel parameter and every input dtype through
+    the whole compiler to a cubin for sm_90; fails on a compile error or a kernel that spills registers."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    script = ROOT / "benchmarks" / "triton_resources.py"
+    cmd = [sys.executable, str(script), "--quick", "--arch", "90", "--no-write"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if "cuobjdump printed no resource line" in proc.stderr or "No such file" in proc.stderr:
+        pytest.skip(f"this Triton build ships no usable cuobjdump: {proc.stderr[-500:]}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    names = ["_scat_fwd_kernel", "_sum_kernel", "_scale_grad_kernel", "_fwd_partial_kernel",
+             "_fwd_combine_kernel", "_bwd_kernel", "_bwd_anchor_kernel"]  # fmt: skip
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| sm_90 |")]
+    assert sorted(r.split("|")[2].strip(" `") for r in rows) == sorted(names), proc.stdout
 
 
 def test_scatloss_imports_and_runs_without_triton() -> None:
