@@ -71,8 +71,11 @@ def _splits(B: int, n_tiles: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(n_tiles, per), per
 
 
-def _num_warps(block_d: int) -> int:
-    return 4 if block_d <= 1024 else (8 if block_d <= 4096 else 16)
+def _num_warps(elems: int) -> int:
+    """Warps for a program holding ``elems``-element register tiles: at most 8 fp32 values per thread per tile up
+    to 4096 elements (a full ``(BLOCK_M, BLOCK_D)`` tile with 4 warps took up to 255 registers per thread on
+    sm_90, see benchmarks/triton_resources.py), 16 warps beyond."""
+    return 4 if elems <= 1024 else (8 if elems <= 4096 else 16)
 
 
 @triton.jit
@@ -280,7 +283,7 @@ def _infonce_fwd(
             anchor.stride(0), anchor.stride(1), positive.stride(0), positive.stride(1),
             negatives.stride(0), negatives.stride(1), negatives.stride(2),
             NORMALIZE=normalize, EPS_=EPS, F64=f64, BLOCK_M=block_m, BLOCK_D=block_d,
-            num_warps=_num_warps(block_d),
+            num_warps=_num_warps(block_m * block_d),
         )  # fmt: skip
     block_s = next_pow2(n_splits)
     scale = (1.0 / B if B > 0 else float("nan")) if reduction == "mean" else 1.0
@@ -333,7 +336,7 @@ def _infonce_bwd(
             negatives.stride(0), negatives.stride(1), negatives.stride(2),
             NORMALIZE=normalize, EPS_=EPS, F64=f64,
             NEED_A=need_anchor, NEED_P=need_positive, NEED_N=need_negatives,
-            BLOCK_M=block_m, BLOCK_D=block_d, num_warps=_num_warps(block_d),
+            BLOCK_M=block_m, BLOCK_D=block_d, num_warps=_num_warps(block_m * block_d),
         )  # fmt: skip
         if need_anchor:
             launch(
