@@ -161,9 +161,10 @@ def run_call(c: Call) -> None:
             t.requires_grad_(c.grads)
         out = SF.semantic_contrastive_loss(a, p, n, normalize=c.normalize, reduction=c.reduction, backend="triton")
     else:
-        fake = torch.randn(2, 1, 6, 10, generator=g).to(dtype).requires_grad_(c.grads)
-        real = torch.randn(2, 1, 6, 10, generator=g).to(dtype).requires_grad_(c.grads)
-        size = (6, 10) if c.mask == "same" else (24, 40)
+        # 20 x 130 logits: full 8 x 128 tiles (the largest the launcher picks) and ragged edges in both directions
+        fake = torch.randn(2, 1, 20, 130, generator=g).to(dtype).requires_grad_(c.grads)
+        real = torch.randn(2, 1, 20, 130, generator=g).to(dtype).requires_grad_(c.grads)
+        size = (20, 130) if c.mask == "same" else (80, 520)
         hole = torch.rand(2, 1, *size, generator=g) > 0.5
         hole = hole if c.mask == "bool4x" else hole.to(dtype)
         common: dict[str, Any] = {"kind": c.kind, "resample": c.resample, "reduction": c.reduction, "backend": "triton"}

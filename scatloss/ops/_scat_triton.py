@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_common import acc_dtype, launch, log1p, register_op, to_acc
+from ._triton_common import acc_dtype, launch, log1p, next_pow2, register_op, to_acc
 
 __all__ = ["scat_bwd", "scat_fwd"]
 
@@ -51,7 +51,8 @@ KINDS = {"hinge": 0, "bce": 1, "ls": 2}
 TARGETS = {"segmenter": 0, "gen_hole": 1, "gen_all": 2}
 RESAMPLES = {"nearest": 0, "area": 1, "max": 2}
 
-_BLOCK = 1024  # pixels per program (4 warps); the kernels are bandwidth-bound
+_BLOCK = 1024  # pixels per program (4 warps, 8 per thread); the kernels are bandwidth-bound
+_BLOCK_W_MAX = 128  # tile width: one warp covers 128 contiguous pixels of a row (4 per thread)
 _BLOCK_SUM = 1024  # partial sums read per step by the final reduction
 
 
@@ -79,26 +80,37 @@ def _terms(z, KIND: tl.constexpr):
     return lp, dp, lm, dm
 
 
+@triton.jit
+def _tile(h, w, n_hb, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, INDEX64: tl.constexpr):
+    """This program's sample ``b`` (int64), row and column indices ``i`` ``(BLOCK_H, 1)``, ``j`` ``(1, BLOCK_W)``
+    of its tile of the ``(h, w)`` map, and the in-bounds mask. Grid ``(B * n_hb, n_wb)``: no per-pixel division,
+    and ``j`` is an ``arange``, so loads along a unit-stride row are contiguous (vectorised)."""
+    pid = tl.program_id(0)
+    b = (pid // n_hb).to(tl.int64)
+    i = (pid % n_hb) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+    j = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+    valid = (i < h) & (j < w)
+    if INDEX64:  # a single sample spans 2**31 elements or more: 64-bit in-sample offsets
+        i = i.to(tl.int64)
+        j = j.to(tl.int64)
+    return b, i, j, valid
+
+
 # fmt: off
 @triton.jit
 def _scat_fwd_kernel(
     zf_ptr, zr_ptr, hole_ptr,  # logits (fake, real) and the hole mask at its own resolution
     map_ptr, part_ptr, gf_ptr, gr_ptr,  # outputs: per-pixel map, per-program sums, dL/dz (fake, real)
-    n_pix, hw, w,
+    h, w, n_hb,  # logit map size and the number of row blocks per sample
     sf_b, sf_h, sf_w, sr_b, sr_h, sr_w, sh_b, sh_h, sh_w,  # strides (the channel dim has size 1)
     kh, kw, inv_k,  # the mask block under one logit pixel, and 1 / (kh * kw)
     KIND: tl.constexpr, TARGET: tl.constexpr, RESAMPLE: tl.constexpr,
     WRITE_MAP: tl.constexpr, WRITE_PART: tl.constexpr, GRAD_F: tl.constexpr, GRAD_R: tl.constexpr,
-    F64: tl.constexpr, BLOCK: tl.constexpr,
+    F64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     # fmt: on
-    pid = tl.program_id(0)
-    idx = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # flat (b, i, j) index, int64 offsets
-    valid = idx < n_pix
-    b = idx // hw
-    rem = idx - b * hw
-    i = rem // w
-    j = rem - i * w
+    b, i, j, valid = _tile(h, w, n_hb, BLOCK_H, BLOCK_W, INDEX64)
+    out = b * h * w + i * w + j  # outputs are contiguous (B, 1, h, w)
 
     zf = to_acc(tl.load(zf_ptr + b * sf_b + i * sf_h + j * sf_w, mask=valid, other=0.0), F64)
     lp, dp, lm, dm = _terms(zf, KIND)
@@ -106,7 +118,7 @@ def _scat_fwd_kernel(
     if TARGET != 2:  # the hole mask, resampled in registers
         h_ptrs = hole_ptr + b * sh_b + (i * kh) * sh_h + (j * kw) * sh_w  # top-left of the block
         if RESAMPLE == 1:  # area: block mean
-            hv = to_acc(tl.zeros([BLOCK], dtype=tl.float32), F64)
+            hv = to_acc(tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float32), F64)
             for di in range(0, kh):
                 for dj in range(0, kw):
                     hv += to_acc(tl.load(h_ptrs + di * sh_h + dj * sh_w, mask=valid, other=0), F64)
@@ -127,7 +139,7 @@ def _scat_fwd_kernel(
         lpr, dpr, _lmr, _dmr = _terms(zr, KIND)
         loss += lpr
         if GRAD_R:
-            tl.store(gr_ptr + idx, dpr.to(gr_ptr.dtype.element_ty), mask=valid)
+            tl.store(gr_ptr + out, dpr.to(gr_ptr.dtype.element_ty), mask=valid)
     else:  # generator: l^G, weighted by the hole (gen_hole) or not (gen_all)
         if KIND == 0:
             lg = -zf
@@ -143,11 +155,12 @@ def _scat_fwd_kernel(
             grad_f = dg
 
     if GRAD_F:
-        tl.store(gf_ptr + idx, grad_f.to(gf_ptr.dtype.element_ty), mask=valid)
+        tl.store(gf_ptr + out, grad_f.to(gf_ptr.dtype.element_ty), mask=valid)
     if WRITE_MAP:
-        tl.store(map_ptr + idx, loss.to(map_ptr.dtype.element_ty), mask=valid)
+        tl.store(map_ptr + out, loss.to(map_ptr.dtype.element_ty), mask=valid)
     if WRITE_PART:
-        tl.store(part_ptr + pid, tl.sum(tl.where(valid, loss, 0.0), axis=0))
+        part = tl.sum(tl.sum(tl.where(valid, loss, 0.0), axis=1), axis=0)
+        tl.store(part_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), part)
 
 
 @triton.jit
@@ -162,23 +175,37 @@ def _sum_kernel(part_ptr, out_ptr, n, scale, F64: tl.constexpr, BLOCK: tl.conste
 
 @triton.jit
 def _scale_grad_kernel(
-    g_ptr, d_ptr, out_ptr, n_pix, hw, w, sg_b, sg_h, sg_w, scale, F64: tl.constexpr, BLOCK: tl.constexpr
-):
+    g_ptr, d_ptr, out_ptr, h, w, n_hb, sg_b, sg_h, sg_w, scale,
+    F64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
     """``out = g * scale * d``; ``g`` is the upstream gradient (strides 0 when it is a scalar)."""
-    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = idx < n_pix
-    b = idx // hw
-    rem = idx - b * hw
-    i = rem // w
-    j = rem - i * w
+    b, i, j, valid = _tile(h, w, n_hb, BLOCK_H, BLOCK_W, INDEX64)
+    flat = b * h * w + i * w + j  # d and out are contiguous (B, 1, h, w)
     g = to_acc(tl.load(g_ptr + b * sg_b + i * sg_h + j * sg_w, mask=valid, other=0.0), F64)
-    d = to_acc(tl.load(d_ptr + idx, mask=valid, other=0.0), F64)
-    tl.store(out_ptr + idx, (g * scale * d).to(out_ptr.dtype.element_ty), mask=valid)
+    d = to_acc(tl.load(d_ptr + flat, mask=valid, other=0.0), F64)
+    tl.store(out_ptr + flat, (g * scale * d).to(out_ptr.dtype.element_ty), mask=valid)
 
 
 # ------------------------------------------------------------------------------------------------
 # ops
 # ------------------------------------------------------------------------------------------------
+
+
+def _tiling(h: int, w: int) -> tuple[int, int, int, int]:
+    """``(BLOCK_H, BLOCK_W, n_hb, n_wb)``: tiles of at most ``_BLOCK`` pixels, as wide as the row allows."""
+    block_w = min(next_pow2(w), _BLOCK_W_MAX)
+    block_h = min(next_pow2(h), max(1, _BLOCK // block_w))
+    return block_h, block_w, triton.cdiv(h, block_h), triton.cdiv(w, block_w)
+
+
+def _index64(*extents: int) -> bool:
+    """Whether an in-sample offset can reach 2**31 (then the kernels index in int64)."""
+    return max(extents, default=0) >= 2**31
+
+
+def _extent(t: torch.Tensor) -> int:
+    """The largest in-sample element offset of a ``(B, 1, H, W)`` tensor (strides may be 0 or huge)."""
+    return (t.shape[2] - 1) * abs(t.stride(2)) + (t.shape[3] - 1) * abs(t.stride(3)) if t.numel() else 0
 
 
 def _out_dtype(fake: torch.Tensor, real: torch.Tensor | None) -> torch.dtype:
@@ -204,7 +231,8 @@ def _scat_fwd(
     n_pix = B * h * w
     out_dtype = _out_dtype(fake, real)
     dev = fake.device
-    n_prog = triton.cdiv(n_pix, _BLOCK)
+    block_h, block_w, n_hb, n_wb = _tiling(h, w)
+    n_prog = B * n_hb * n_wb if n_pix > 0 else 0
     write_map = reduction == "none"
     loss = torch.empty((B, 1, h, w) if write_map else (), dtype=out_dtype, device=dev)
     part = torch.empty((n_prog,), dtype=acc_dtype(out_dtype), device=dev)
@@ -215,18 +243,19 @@ def _scat_fwd(
     kh, kw = (1, 1) if hole is None or n_pix == 0 else (hole.shape[2] // h, hole.shape[3] // w)
     rs = 0 if kh * kw == 1 else RESAMPLES[resample]
     f64 = acc_dtype(out_dtype) == torch.float64
+    index64 = _index64(h * w, _extent(fake), _extent(zr), _extent(hp))
     if n_prog > 0:
         launch(
-            _scat_fwd_kernel, (n_prog,),
+            _scat_fwd_kernel, (B * n_hb, n_wb),
             fake, zr, hp, loss, part, gf, gr,
-            n_pix, h * w, w,
+            h, w, n_hb,
             fake.stride(0), fake.stride(2), fake.stride(3),
             zr.stride(0), zr.stride(2), zr.stride(3),
             hp.stride(0), hp.stride(2), hp.stride(3),
             kh, kw, 1.0 / (kh * kw),
             KIND=KINDS[kind], TARGET=TARGETS[target], RESAMPLE=rs,
             WRITE_MAP=write_map, WRITE_PART=not write_map, GRAD_F=grad_fake, GRAD_R=grad_real and real is not None,
-            F64=f64, BLOCK=_BLOCK,
+            F64=f64, INDEX64=index64, BLOCK_H=block_h, BLOCK_W=block_w,
         )  # fmt: skip
     if not write_map:
         scale = 1.0 / n_pix if reduction == "mean" and n_pix > 0 else 1.0
@@ -254,10 +283,13 @@ def _scat_bwd(grad: torch.Tensor, d: torch.Tensor, scale: float) -> torch.Tensor
     else:
         sb, sh, sw = grad.stride(0), grad.stride(2), grad.stride(3)
     f64 = acc_dtype(d.dtype, grad.dtype) == torch.float64
+    block_h, block_w, n_hb, n_wb = _tiling(h, w)
+    index64 = _index64(h * w, 0 if grad.dim() == 0 else _extent(grad))
     if n_pix > 0:
         launch(
-            _scale_grad_kernel, (triton.cdiv(n_pix, _BLOCK),),
-            grad, d, out, n_pix, h * w, w, sb, sh, sw, scale, F64=f64, BLOCK=_BLOCK,
+            _scale_grad_kernel, (B * n_hb, n_wb),
+            grad, d, out, h, w, n_hb, sb, sh, sw, scale,
+            F64=f64, INDEX64=index64, BLOCK_H=block_h, BLOCK_W=block_w,
         )  # fmt: skip
     return out
 
