@@ -105,6 +105,21 @@ class Case:
             return [fake, hole], [0]
         return [fake, torch.randn(B, 1, h, w, generator=g).to(device, dtype), hole], [0, 1]
 
+    def min_bytes(self, pass_: str, dtype: torch.dtype) -> int:
+        """DRAM traffic a fused implementation cannot avoid for ``pass_`` (inputs read once, gradients written once;
+        a fused SCAT forward saves ``dL/dz`` and its backward scales it: read + write per differentiated map)."""
+        e = torch.empty((), dtype=dtype).element_size()
+        if self.op == "infonce":
+            B, M, D = self.shape
+            fwd = (2 * B * D + B * M * D) * e  # anchor, positive, negatives read once
+            bwd = (2 * B * D + B * M * D) * e + (2 * B * D + B * M * D) * e  # read again, write every gradient
+        else:
+            B, h, w, H, W = self.shape
+            n, maps = B * h * w, 2 if self.op == "scat_segmenter" else 1  # maps: differentiated logit maps
+            fwd = maps * n * e + B * H * W * 4 + maps * n * e  # logits, float32 mask, saved derivatives
+            bwd = maps * 2 * n * e
+        return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[pass_]
+
     def loss(self, backend: str) -> Callable[..., torch.Tensor]:
         if backend == "reference":
             return self.reference()
@@ -156,6 +171,40 @@ def cases(quick: bool) -> list[Case]:
 # ----------------------------------------------------------------------------------------------
 # measurement
 # ----------------------------------------------------------------------------------------------
+
+
+# nominal DRAM bandwidth (GB/s, vendor data sheets) by the name torch reports; the first matching key wins
+NOMINAL_GBPS = {
+    "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350, "H200": 4800, "GH200": 4000, "B200": 8000,
+    "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "L40": 864, "L4": 300,
+    "A10G": 600, "A10": 600, "RTX 4090": 1008, "RTX 3090": 936, "V100": 900, "T4": 320,
+}  # fmt: skip
+
+
+def nominal_bandwidth_gbps(name: str) -> float | None:
+    for key, gbps in NOMINAL_GBPS.items():
+        if key in name:
+            return float(gbps)
+    return None
+
+
+def copy_bandwidth_gbps(device: torch.device, nbytes: int = 1 << 30, repeats: int = 10) -> float:
+    """Achievable DRAM bandwidth: a device-to-device ``copy_`` of ``nbytes`` (read + write counted), median."""
+    if device.type != "cuda":
+        raise ValueError(f"device: copy bandwidth is measured on CUDA only, got {device}")
+    nbytes = min(nbytes, torch.cuda.mem_get_info(device)[0] // 4)
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize(device)
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * src.numel() * 4 / median(times) / 1e9
 
 
 def implementations(case: Case, device: torch.device, compiled: bool) -> dict[str, Callable[..., torch.Tensor]]:
@@ -267,7 +316,8 @@ def bench_case(
                 {"device": device.type, "op": case.op, "case": f"{case.label} {dt}",
                  "shape": "x".join(map(str, case.shape)), "dtype": dt, "impl": name, "pass": p,
                  "time_ms": 1e3 * median(ts), "time_ms_min": 1e3 * min(ts), "repeats": repeats, "calls": inner,
-                 "peak_extra_mib": None if peaks[p] is None else peaks[p] / 2**20}
+                 "peak_extra_mib": None if peaks[p] is None else peaks[p] / 2**20,
+                 "min_bytes": case.min_bytes(p, dtype)}
             )  # fmt: skip
         full = rows[-1]
         log(f"  {full['case']:<48} {name:<9} fwd+bwd {full['time_ms']:9.3f} ms  peak {full['peak_extra_mib']:.2f} MiB")
@@ -295,7 +345,66 @@ def _versions() -> str:
     return f"torch {torch.__version__}, Triton {tv}"
 
 
-def report(rows: list[dict], device: torch.device, command: str, quick: bool, min_sample_ms: float) -> str:
+def _gpu_targets(rows: list[dict], by: dict, key: str, bandwidth: dict[str, float | None]) -> list[str]:
+    """The issue's GPU targets for the Triton kernels, fwd+bwd: >= 3x eager and >= compiled on the per-pixel term,
+    >= 60 % of the card's bandwidth on its largest size, InfoNCE >= 2x eager where M * D >= 2**18."""
+    peak = bandwidth.get("nominal") or bandwidth.get("copy")
+    cases_ = list(dict.fromkeys((r["op"], r["case"]) for r in rows))
+    scat = [c for c in cases_ if c[0] != "infonce" and (c, "triton", "fwd+bwd") in by]
+
+    def pixels(case: tuple[str, str]) -> int:
+        B, h, w, *_ = map(int, by[(case, "triton", "fwd+bwd")]["shape"].split("x"))
+        return B * h * w
+
+    largest = {op: max((c for c in scat if c[0] == op), key=pixels) for op in dict.fromkeys(c[0] for c in scat)}
+    table = []
+    for case in cases_:
+        if (case, "triton", "fwd+bwd") not in by:
+            continue
+        t, e = by[(case, "triton", "fwd+bwd")], by[(case, "eager", "fwd+bwd")]
+        c = by.get((case, "compiled", "fwd+bwd"))
+        vs_eager = e[key] / t[key]
+        vs_comp = c[key] / t[key] if c else None
+        gbps = t["min_bytes"] / (t[key] / 1e3) / 1e9
+        frac = gbps / peak if peak else None
+        if case[0] == "infonce":
+            B, M, D = map(int, t["shape"].split("x"))
+            if M * D < 2**18:
+                continue
+            ok = vs_eager >= 2.0
+            goal = ">= 2x eager"
+        else:
+            ok = vs_eager >= 3.0 and (vs_comp is None or vs_comp >= 0.95)
+            goal = ">= 3x eager, >= compiled"
+            if case == largest.get(case[0]):
+                ok = ok and frac is not None and frac >= 0.6
+                goal += ", >= 60 % bandwidth"
+        table.append([f"{case[0]}: {case[1]}", f"{vs_eager:.2f}x", "n/a" if vs_comp is None else f"{vs_comp:.2f}x",
+                      f"{gbps:,.0f}", "n/a" if frac is None else f"{100 * frac:.0f} %", goal,
+                      "met" if ok else "**not met**"])  # fmt: skip
+    copy = bandwidth.get("copy")
+    nominal = bandwidth.get("nominal")
+    return [
+        "",
+        "Triton kernels on the GPU (fwd+bwd) against the issue's targets. GB/s = the traffic a fused kernel cannot "
+        "avoid (inputs read once, gradients written once, the saved derivative read and rewritten in backward) over "
+        "the measured time; % of "
+        + (f"the card's nominal {nominal:,.0f} GB/s" if nominal else "the measured copy bandwidth")
+        + (f" (a device-to-device copy_ of 1 GiB reaches {copy:,.0f} GB/s here)" if copy else "")
+        + ":",
+        "",
+        markdown_table(["case", "vs eager", "vs compiled", "GB/s", "% bandwidth", "target", ""], table),
+    ]
+
+
+def report(
+    rows: list[dict],
+    device: torch.device,
+    command: str,
+    quick: bool,
+    min_sample_ms: float,
+    bandwidth: dict[str, float | None] | None = None,
+) -> str:
     """The Markdown section: one table per op, and the ratios the issue's targets are stated in."""
     by = {((r["op"], r["case"]), r["impl"], r["pass"]): r for r in rows}
     # a shared CPU is noisy: there the best of the rounds is the robust statistic; on CUDA the median
@@ -357,6 +466,8 @@ def report(rows: list[dict], device: torch.device, command: str, quick: bool, mi
         "",
         markdown_table(["case", "default path", "speed-up", "peak / eager", "target"], checks),
     ]
+    if any(r["impl"] == "triton" for r in rows):
+        lines += _gpu_targets(rows, by, key, bandwidth or {})
     return "\n".join(lines)
 
 
@@ -423,7 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lambda m: print(m, flush=True),
                 min_sample_s=min_sample_ms / 1e3,
             )
-    body = report(rows, device, command, args.quick, min_sample_ms)
+    bandwidth: dict[str, float | None] = {}
+    if device.type == "cuda":
+        bandwidth = {
+            "copy": copy_bandwidth_gbps(device),
+            "nominal": nominal_bandwidth_gbps(torch.cuda.get_device_name()),
+        }
+        print(f"bandwidth: copy {bandwidth['copy']:,.0f} GB/s, nominal {bandwidth['nominal']} GB/s", flush=True)
+    body = report(rows, device, command, args.quick, min_sample_ms, bandwidth)
     print(body)
     print(f"total {time.perf_counter() - start:.0f} s")
     if not args.no_write:
