@@ -4,9 +4,11 @@
 #      CUDA-graph capture, large shapes) with compiled kernels (TRITON_INTERPRET=0), plus the CUDA-target
 #      dry run that CI also runs;
 #   2. the full kernel benchmark (fp32 and bf16 inputs), which writes benchmarks/results/kernels_cuda.csv
-#      and the bench_kernels:cuda section of benchmarks/RESULTS.md.
+#      and the bench_kernels:cuda section of benchmarks/RESULTS.md, ending with the issue's GPU targets
+#      (3x eager, >= torch.compile, 60 % of the card's bandwidth on the largest map, InfoNCE 2x) as met / not met.
 # Usage: benchmarks/gpu_check.sh [extra bench_kernels.py arguments, e.g. --no-compiled or --only infonce]
-# Expect ~2 min for the tests and ~10 min for the benchmark on an H100 (most of it torch.compile of the reference).
+# Time: an estimate, the script has not run on a GPU yet: ~2 min for the tests, ~10 min for the benchmark on an
+# H100 (most of it torch.compile of the reference); on a tight device budget pass --quick (a few minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
