@@ -256,17 +256,23 @@ def compile_all(arch: int, quick: bool, log: Any = print) -> list[dict[str, Any]
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Per (arch, kernel): specialisations, register range, max shared memory, spills."""
+    """Per (arch, kernel): specialisations, register ranges (training dtypes and float64 apart), shared memory,
+    spills, and where the most registers go among the training dtypes."""
+
+    def reg_range(rs: Sequence[dict[str, Any]]) -> str:
+        return f"{min(r['registers'] for r in rs)}–{max(r['registers'] for r in rs)}" if rs else "–"
+
     table = []
     for key in dict.fromkeys((r["arch"], r["kernel"]) for r in rows):
         rs = [r for r in rows if (r["arch"], r["kernel"]) == key]
-        regs = [r["registers"] for r in rs]
+        f64 = [r for r in rs if "*fp64" in r["pointers"]]
+        low = [r for r in rs if "*fp64" not in r["pointers"]]
         spill = [r for r in rs if r["local"] > 0]
-        worst = max(rs, key=lambda r: r["registers"])
+        worst = max(low or rs, key=lambda r: r["registers"])
         table.append(
-            [key[0], f"`{key[1]}`", str(len(rs)), f"{min(regs)}–{max(regs)}",
-             f"{max(r['shared'] for r in rs):,}", f"{max(r['num_warps'] for r in rs)}",
-             str(len(spill)) if spill else "0", f"{worst['constexprs']} ({worst['pointers']})"]
+            [key[0], f"`{key[1]}`", str(len(rs)), reg_range(low), reg_range(f64),
+             f"{max(r['shared'] for r in rs):,}", f"{max(r['num_warps'] for r in rs)}", str(len(spill)),
+             f"{worst['registers']}: {worst['constexprs']} ({worst['pointers']})"]
         )  # fmt: skip
     return table
 
@@ -287,8 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for arch in (int(a) for a in args.arch.split(",") if a.strip()):
         rows += compile_all(arch, args.quick)
-    header = ["arch", "kernel", "specialisations", "registers / thread", "shared B (max)", "warps",
-              "with spills", "most registers at"]  # fmt: skip
+    header = ["arch", "kernel", "specialisations", "registers / thread (fp32/bf16/fp16)", "(fp64)", "shared B (max)",
+              "warps (max)", "with spills", "most registers (fp32/bf16/fp16) at"]  # fmt: skip
     import triton
 
     command = command_line(["benchmarks/triton_resources.py", *(sys.argv[1:] if argv is None else argv)])
