@@ -127,6 +127,51 @@ def test_segmenter_matches_reference_every_reduction_and_mask_factor(kind: str, 
 
 
 @cpu_tier
+@pytest.mark.parametrize("index64", (False, True))
+def test_many_ragged_tiles_in_both_directions_and_64_bit_indexing(
+    monkeypatch: pytest.MonkeyPatch, index64: bool
+) -> None:
+    """37 x 300 logits: 5 row blocks of 8 and 3 column blocks of 128, both ragged; the 64-bit index path (taken
+    when one sample spans 2**31 elements) is forced on to check it computes the same."""
+    from scatloss.ops import _scat_triton
+
+    if index64:
+        monkeypatch.setattr(_scat_triton, "_index64", lambda *extents: True)
+    assert _scat_triton._tiling(37, 300) == (8, 128, 5, 3)
+    fake, real = logits(2, 1, 37, 300, seed=20), logits(2, 1, 37, 300, seed=21)
+    hole = soft_hole(2, 1, 74, 600, seed=22)
+    for reduction in ("mean", "none"):
+
+        def seg(backend, fake_logits, real_logits, hole, reduction=reduction):
+            return SF.scat_segmenter_loss(
+                fake_logits, real_logits, hole, kind="bce", reduction=reduction, backend=backend
+            )
+
+        def gen(backend, fake_logits, hole, reduction=reduction):
+            return SF.scat_generator_loss(fake_logits, hole, kind="hinge", reduction=reduction, backend=backend)
+
+        check_against_reference(seg, {"fake_logits": fake, "real_logits": real, "hole": hole}, SEG_GRADS)
+        check_against_reference(gen, {"fake_logits": fake, "hole": hole}, ("fake_logits",))
+
+
+def test_64_bit_indexing_is_chosen_from_in_sample_extents() -> None:
+    from scatloss.ops import _scat_triton
+
+    def meta(shape: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty_strided(shape, stride, device="meta")
+
+    assert _scat_triton._extent(meta((4, 1, 8, 16), (128, 128, 16, 1))) == 7 * 16 + 15
+    assert _scat_triton._extent(meta((4, 1, 8, 16), (0, 0, 16, 1))) == 7 * 16 + 15  # expanded over the batch
+    assert _scat_triton._extent(meta((0, 1, 8, 16), (128, 128, 16, 1))) == 0
+    assert not _scat_triton._index64(2**31 - 1, 0)
+    # a batch of many samples is fine in 32 bits (the sample offset is 64-bit); one huge sample, or a huge row stride
+    # (a view into a larger tensor), is not
+    assert not _scat_triton._index64(64 * 64, _scat_triton._extent(meta((10**6, 1, 64, 64), (4096, 4096, 64, 1))))
+    assert _scat_triton._index64(_scat_triton._extent(meta((1, 1, 2, 2), (2**32, 2**32, 2**31, 1))))
+    assert _scat_triton._index64(65536 * 32768)
+
+
+@cpu_tier
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("region", ("hole", "all"))
 def test_generator_matches_reference_every_resample_and_reduction(kind: str, region: str) -> None:
