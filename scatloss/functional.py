@@ -175,7 +175,9 @@ def scat_segmenter_loss(
         return _ops.scat_segmenter_loss(
             fake_logits, real_logits, hole, kind=kind, resample=resample, reduction=reduction
         )
-    return _fused.scat_segmenter(fake_logits, real_logits, _hole_at(hole, fake_logits, resample), kind, reduction)
+    if hole.requires_grad and torch.is_grad_enabled():  # the mask's gradient goes through resample_hole's autograd
+        return _fused.scat_segmenter(fake_logits, real_logits, _hole_at(hole, fake_logits, resample), kind, reduction)
+    return _fused.scat_segmenter_hole(fake_logits, real_logits, hole, resample, kind, reduction)
 
 
 def scat_generator_loss(

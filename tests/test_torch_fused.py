@@ -159,9 +159,18 @@ _MASK_CASES = [
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(("mask_dtype", "mask_hw", "resample"), _MASK_CASES)
+@pytest.mark.parametrize("chunk", (None, 35, 70))  # per-pixel temporaries for the whole batch, 1 or 2 samples
 def test_generator_from_hole_matches_reference_and_survives_a_second_backward(
-    kind: str, reduction: str, mask_dtype: torch.dtype, mask_hw: tuple[int, int], resample: str
+    kind: str,
+    reduction: str,
+    mask_dtype: torch.dtype,
+    mask_hw: tuple[int, int],
+    resample: str,
+    chunk: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if chunk is not None:
+        monkeypatch.setattr(TF, "_CHUNK_ELEMS", chunk)
     g = torch.Generator().manual_seed(11)
     z = (torch.randn(3, 1, 5, 7, generator=g, dtype=torch.float64) * 2).requires_grad_()
     hole = torch.rand(3, 1, *mask_hw, generator=g, dtype=torch.float64)
@@ -177,6 +186,40 @@ def test_generator_from_hole_matches_reference_and_survives_a_second_backward(
     (g2,) = torch.autograd.grad(ours, z, upstream)
     torch.testing.assert_close(g1, g_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g2, g_ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(hole, before), "the caller's mask was written to"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(("mask_dtype", "mask_hw", "resample"), _MASK_CASES)
+@pytest.mark.parametrize("chunk", (None, 35, 70))
+def test_segmenter_from_hole_matches_reference_and_survives_a_second_backward(
+    kind: str,
+    reduction: str,
+    mask_dtype: torch.dtype,
+    mask_hw: tuple[int, int],
+    resample: str,
+    chunk: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if chunk is not None:
+        monkeypatch.setattr(TF, "_CHUNK_ELEMS", chunk)
+    g = torch.Generator().manual_seed(14)
+    zf = (torch.randn(3, 1, 5, 7, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    zr = (torch.randn(3, 1, 5, 7, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    hole = torch.rand(3, 1, *mask_hw, generator=g, dtype=torch.float64)
+    hole = hole > 0.5 if mask_dtype == torch.bool else hole.to(mask_dtype)
+    before = hole.clone()
+    ours = TF.scat_segmenter_hole(zf, zr, hole, resample, kind, reduction)
+    ref = R.scat_segmenter_loss(zf, zr, TF.hole_at(hole, zf, resample), kind, reduction)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(ours) if ours.dim() else torch.tensor(1.7, dtype=ours.dtype)
+    g_ref = torch.autograd.grad(ref, (zf, zr), upstream)
+    g1 = torch.autograd.grad(ours, (zf, zr), upstream, retain_graph=True)  # consumes the resampled buffer
+    g2 = torch.autograd.grad(ours, (zf, zr), upstream)  # rebuilds it
+    g3 = torch.autograd.grad(TF.scat_segmenter_hole(zf, zr, hole, resample, kind, reduction), zf, upstream)
+    for a, b in zip((*g1, *g2, *g3), (*g_ref, *g_ref, g_ref[0]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.equal(hole, before), "the caller's mask was written to"
 
 
@@ -197,10 +240,21 @@ def F_area(hole: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(hole, (hole.shape[-2] // like.shape[-2], hole.shape[-1] // like.shape[-1]))
 
 
-def test_generator_from_hole_refuses_a_mask_that_requires_grad() -> None:
-    z, _, hole = _maps(13)
+def test_from_hole_paths_refuse_a_mask_that_requires_grad() -> None:
+    z, zr, hole = _maps(13)
     with pytest.raises(ValueError, match="hole"):
         TF.scat_generator_hole(z, hole, "area", "hinge", "mean")
+    with pytest.raises(ValueError, match="hole"):
+        TF.scat_segmenter_hole(z, zr, hole, "area", "hinge", "mean")
+
+
+def test_segmenter_from_hole_gradcheck() -> None:
+    g = torch.Generator().manual_seed(15)
+    zf = torch.randn(2, 1, 3, 4, generator=g, dtype=torch.float64).requires_grad_()
+    zr = torch.randn(2, 1, 3, 4, generator=g, dtype=torch.float64).requires_grad_()
+    hole = torch.rand(2, 1, 6, 8, generator=g, dtype=torch.float64)
+    for kind in KINDS:
+        assert gradcheck(lambda a, b, k=kind: TF.scat_segmenter_hole(a, b, hole, "area", k, "mean"), (zf, zr))
 
 
 def test_generator_from_hole_keeps_one_logit_map_alive() -> None:
@@ -222,3 +276,28 @@ def test_generator_from_hole_keeps_one_logit_map_alive() -> None:
     ours(), reference()  # warm-up
     assert peak_memory_bytes(ours) <= map_bytes + 4096
     assert peak_memory_bytes(reference) >= 2 * map_bytes  # the count can tell the two apart
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_segmenter_from_hole_keeps_two_logit_maps_alive(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward + backward of Eq. 1 with a 4x mask: the two gradients (which any implementation creates) plus
+    chunk-sized temporaries, the resampled mask's buffer being reused for dL/dz_f (2.0-2.4 maps); the reference
+    holds 7-8 maps.
+    Counted in bytes, not timed."""
+    monkeypatch.setattr(TF, "_CHUNK_ELEMS", 32 * 32)  # one sample per chunk
+    zf, zr = torch.randn(8, 1, 32, 32).requires_grad_(), torch.randn(8, 1, 32, 32).requires_grad_()
+    hole = (torch.rand(8, 1, 128, 128) > 0.5).float()
+    map_bytes = zf.numel() * zf.element_size()
+
+    def ours() -> None:
+        TF.scat_segmenter_hole(zf, zr, hole, "area", kind, "mean").backward()
+        zf.grad = zr.grad = None
+
+    def reference() -> None:
+        R.scat_segmenter_loss(zf, zr, TF.hole_at(hole, zf, "area"), kind, "mean").backward()
+        zf.grad = zr.grad = None
+
+    ours(), reference()  # warm-up
+    ours_peak, ref_peak = peak_memory_bytes(ours), peak_memory_bytes(reference)
+    assert ours_peak <= 2 * map_bytes + 4 * map_bytes // 8 + 4096  # 2 maps + a few one-sample temporaries
+    assert ref_peak >= 5 * ours_peak // 2

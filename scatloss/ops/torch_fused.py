@@ -32,7 +32,14 @@ import torch
 from .. import reference as R
 from ..masks import resample_hole
 
-__all__ = ["hole_at", "infonce", "scat_generator", "scat_generator_hole", "scat_segmenter"]
+__all__ = [
+    "hole_at",
+    "infonce",
+    "scat_generator",
+    "scat_generator_hole",
+    "scat_segmenter",
+    "scat_segmenter_hole",
+]
 
 _EPS = 1e-12  # F.normalize's
 
@@ -72,43 +79,149 @@ def _real_grad(z: torch.Tensor, kind: str) -> torch.Tensor:
     return (z - 1.0).mul_(2.0)
 
 
+_CHUNK_ELEMS = 1 << 17  # per-pixel temporaries are made for batch chunks of about this many elements (512 KiB fp32)
+
+
+def _chunks(z: torch.Tensor) -> list[slice] | None:  # None: the whole map at once
+    """Batch slices whose per-pixel temporaries stay small, or ``None`` when the whole map is small enough to be
+    done in one go (no slicing, no extra Python overhead on small maps)."""
+    per_sample = max(1, math.prod(z.shape[1:]))
+    if z.shape[0] * per_sample <= _CHUNK_ELEMS:
+        return None
+    rows = max(1, _CHUNK_ELEMS // per_sample)
+    return [slice(i, i + rows) for i in range(0, z.shape[0], rows)]
+
+
+def _each_chunk(z: torch.Tensor) -> list[slice | None]:
+    """:func:`_chunks`, with ``[None]`` (the whole map) when one chunk suffices."""
+    chunks = _chunks(z)
+    return [None] if chunks is None else list(chunks)
+
+
+def _rows(x: torch.Tensor, sl: slice | None) -> torch.Tensor:
+    """``x[sl]`` for a per-pixel tensor, ``x`` itself for a scalar (the upstream gradient of a reduced loss) or
+    for ``sl = None`` (the whole batch)."""
+    return x[sl] if sl is not None and x.dim() else x
+
+
+def _segmenter_pixels(zf: torch.Tensor, zr: torch.Tensor, h: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-pixel Eq. 1, ``t l+(zf) + h l-(zf) + l+(zr)`` with ``t = 1 - h``, in the promoted dtype."""
+    lp = _real_term(zf, kind)
+    m = _fake_term(zf, kind).sub_(lp).mul_(h).add_(lp)
+    del lp
+    rt = _real_term(zr, kind)
+    return m.add_(rt) if m.dtype == torch.promote_types(m.dtype, rt.dtype) else m + rt
+
+
+def _reduce_chunked(pixels: Any, z: torch.Tensor, out_dtype: torch.dtype, reduction: str) -> torch.Tensor:
+    """``R.reduce`` of the per-pixel map ``pixels(sl)``, computed batch chunk by batch chunk when the map is large
+    (chunk sums accumulate in at least float32, in a fixed order); ``pixels(None)`` is the whole map."""
+    chunks = _chunks(z)
+    if chunks is None:
+        return R.reduce(pixels(None), reduction).to(out_dtype)
+    if reduction == "none":
+        out = torch.empty(z.shape, dtype=out_dtype, device=z.device)
+        for sl in chunks:
+            out[sl] = pixels(sl)
+        return out
+    acc = torch.promote_types(out_dtype, torch.float32)
+    total = torch.zeros((), dtype=acc, device=z.device)
+    for sl in chunks:
+        total += pixels(sl).sum(dtype=acc)
+    if reduction == "mean":
+        total = total / z.numel()
+    return total.to(out_dtype)
+
+
+def _segmenter_fake_grad_into(
+    buf: torch.Tensor, zf: torch.Tensor, h: torch.Tensor, kind: str, scale: torch.Tensor
+) -> torch.Tensor:
+    """``dL/dz_f`` written into ``buf`` (which may be ``h`` itself), chunk by chunk: ``h (1 + [|z| < 1]) - [z < 1]``
+    for hinge, ``sigmoid(z) - 1 + h`` for bce, ``2 (z - 1 + h)`` for ls, times ``scale``."""
+    same = buf is h
+    for sl in _each_chunk(zf):
+        b, z, hh, sc = _rows(buf, sl), _rows(zf, sl), _rows(h, sl), _rows(scale, sl).to(zf.dtype)
+        if kind == "hinge":  # one temporary at a time
+            inside = _hardtanh_backward(hh, z, -1.0, 1.0)  # read h before b (possibly h itself) is overwritten
+            (b if same else b.copy_(hh)).add_(inside).mul_(sc)
+            del inside
+            b.add_(_hardtanh_backward(sc.neg(), z, -math.inf, 1.0))
+        elif kind == "bce":
+            sig = torch.sigmoid(z)
+            (b if same else b.copy_(hh)).add_(sig).sub_(1.0).mul_(sc)
+        else:
+            (b if same else b.copy_(hh)).add_(z).sub_(1.0).mul_(sc * 2.0)
+    return buf
+
+
 class _SegmenterLoss(torch.autograd.Function):
+    """Eq. 1 per pixel. Two ways in, as :class:`_GeneratorLoss`:
+
+    * ``h`` given (``hole`` None): the mask at the logits' resolution, which may require grad
+      (``dL/dh = l-(z_f) - l+(z_f)``);
+    * ``hole`` given (``h`` None): the caller's mask (no grad), resampled here; when that makes a fresh buffer,
+      backward writes ``dL/dz_f`` into it, so the mask and the two gradients are never three maps at once.
+
+    Per-pixel temporaries are made for batch chunks (:func:`_chunks`), never for the whole map.
+    """
+
     @staticmethod
-    def forward(ctx: Any, zf: torch.Tensor, zr: torch.Tensor, h: torch.Tensor, kind: str, reduction: str) -> Any:
+    def forward(
+        ctx: Any,
+        zf: torch.Tensor,
+        zr: torch.Tensor,
+        h: torch.Tensor | None,
+        hole: torch.Tensor | None,
+        resample: str,
+        kind: str,
+        reduction: str,
+    ) -> Any:
         with torch.no_grad():
-            lp = _real_term(zf, kind)
-            m = _fake_term(zf, kind).sub_(lp).mul_(h).add_(lp)  # t l+ + h l- with t = 1 - h
-            del lp
-            rt = _real_term(zr, kind)
-            m = m.add_(rt) if m.dtype == torch.promote_types(m.dtype, rt.dtype) else m + rt
-            del rt
-            out = R.reduce(m, reduction)
-        ctx.save_for_backward(zf, zr, h)
-        ctx.kind, ctx.reduction, ctx.numel = kind, reduction, m.numel()
+            hm = hole_at(hole, zf, resample) if hole is not None else h
+            if hm is None:
+                raise TypeError("h, hole: expected the mask at the logits' resolution or at its own, got neither")
+            out_dtype = torch.promote_types(zf.dtype, zr.dtype)
+            out = _reduce_chunked(
+                lambda sl: _segmenter_pixels(_rows(zf, sl), _rows(zr, sl), _rows(hm, sl), kind),
+                zf,
+                out_dtype,
+                reduction,
+            )
+        if hole is not None:
+            ctx.save_for_backward(zf, zr, hole)
+            ctx.buffer = None if _hole_at_aliases(hole, zf, resample) else hm  # consumed by backward (see above)
+            ctx.resample = resample
+        else:
+            ctx.save_for_backward(zf, zr, h)
+            ctx.buffer = None
+        ctx.from_hole = hole is not None
+        ctx.kind, ctx.reduction, ctx.numel = kind, reduction, zf.numel()
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Any:
-        zf, zr, h = ctx.saved_tensors
         kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
+        if ctx.from_hole:
+            zf, zr, hole = ctx.saved_tensors
+            own, ctx.buffer = ctx.buffer, None  # drop the reference: AccumulateGrad may keep the gradient's buffer
+            if own is None and not _hole_at_aliases(hole, zf, ctx.resample):
+                own = hole_at(hole, zf, ctx.resample)  # a previous backward consumed the buffer (retain_graph)
+            h = own if own is not None else hole_at(hole, zf, ctx.resample)
+        else:
+            zf, zr, h = ctx.saved_tensors
+            own = None
         gzf = gzr = gh = None
-        if ctx.needs_input_grad[0]:
-            if kind == "hinge":  # h [z > -1] - (1 - h) [z < 1] = h (1 + [|z| < 1]) - [z < 1]: two fused masked copies
-                gzf = _hardtanh_backward(h.to(zf.dtype), zf, -1.0, 1.0).add_(h).mul_(scale)
-                gzf = gzf.add_(_hardtanh_backward(scale.neg().to(zf.dtype), zf, -math.inf, 1.0))
-            elif kind == "bce":
-                gzf = torch.sigmoid(zf).sub_(1.0).add_(h).mul_(scale)
-            else:
-                gzf = (zf - 1.0).add_(h).mul_(scale * 2.0)
-            gzf = gzf.to(zf.dtype)
         if ctx.needs_input_grad[1]:
             if kind == "hinge":  # -[z < 1] in one masked broadcast of the upstream scale
                 gzr = _hardtanh_backward(scale.neg().to(zr.dtype), zr, -math.inf, 1.0)
             else:
                 gzr = _real_grad(zr, kind).mul_(scale).to(zr.dtype)
-        if ctx.needs_input_grad[2]:
+        if not ctx.from_hole and ctx.needs_input_grad[2]:
             gh = R.fake_term(zf, kind).sub_(R.real_term(zf, kind)).mul_(scale).to(h.dtype)
-        return gzf, gzr, gh, None, None
+        if ctx.needs_input_grad[0]:
+            buf = own if own is not None else torch.empty_like(zf, memory_format=torch.contiguous_format)
+            gzf = _segmenter_fake_grad_into(buf, zf, h.to(zf.dtype), kind, scale)
+        return gzf, gzr, gh, None, None, None, None
 
 
 def hole_at(hole: torch.Tensor, like: torch.Tensor, resample: str) -> torch.Tensor:
@@ -142,12 +255,18 @@ def _generator_grad_into(w: torch.Tensor, z: torch.Tensor, kind: str, scale: tor
     """``w * lG'(z) * scale`` written into ``w`` (a buffer only the caller holds); temporaries per batch chunk."""
     if kind == "hinge":  # lG' = -1
         return w.mul_(scale).neg_()
-    chunk = max(1, -(-z.shape[0] // 8))  # at most 8 chunks: bounded Python overhead, temporaries <= 1/8 of a map
-    per_pixel = scale.dim() > 0
-    for i in range(0, z.shape[0], chunk):
-        rows = slice(i, i + chunk)
-        w[rows].mul_(_real_grad(z[rows], kind)).mul_(scale[rows] if per_pixel else scale)
+    for sl in _each_chunk(z):
+        _rows(w, sl).mul_(_real_grad(_rows(z, sl), kind)).mul_(_rows(scale, sl))
     return w
+
+
+def _generator_pixels(z: torch.Tensor, w: torch.Tensor | None, sl: slice | None, kind: str) -> torch.Tensor:
+    """Per-pixel Eq. 2 for the batch rows ``sl`` (``z`` already sliced): ``w lG(z)``, or ``lG(z)`` without ``w``."""
+    m = R.generator_term(z, kind)
+    if w is None:
+        return m
+    w = _rows(w, sl)
+    return m.mul_(w) if m.dtype == torch.promote_types(m.dtype, w.dtype) else m * w
 
 
 class _GeneratorLoss(torch.autograd.Function):
@@ -178,10 +297,8 @@ class _GeneratorLoss(torch.autograd.Function):
                 total = -(z.sum() if w is None else torch.vdot(z.reshape(-1), w.to(z.dtype).reshape(-1)))
                 out = total / z.numel() if reduction == "mean" else total
             else:
-                m = R.generator_term(z, kind)
-                if w is not None:
-                    m = m.mul_(w) if m.dtype == torch.promote_types(m.dtype, w.dtype) else m * w
-                out = R.reduce(m, reduction)
+                out_dtype = z.dtype if w is None else torch.promote_types(z.dtype, w.dtype)
+                out = _reduce_chunked(lambda sl: _generator_pixels(_rows(z, sl), w, sl, kind), z, out_dtype, reduction)
         if hole is not None:
             ctx.save_for_backward(z, hole)
             # held outside save_for_backward: backward consumes it (in place), so its version must not be checked
@@ -226,7 +343,19 @@ def scat_segmenter(
     fake_logits: torch.Tensor, real_logits: torch.Tensor, hole: torch.Tensor, kind: str, reduction: str
 ) -> torch.Tensor:
     """Eq. 1 per pixel, ``hole`` at the logits' resolution; values and gradients of the reference."""
-    return _SegmenterLoss.apply(fake_logits, real_logits, hole, kind, reduction)
+    return _SegmenterLoss.apply(fake_logits, real_logits, hole, None, "area", kind, reduction)
+
+
+def scat_segmenter_hole(
+    fake_logits: torch.Tensor, real_logits: torch.Tensor, hole: torch.Tensor, resample: str, kind: str, reduction: str
+) -> torch.Tensor:
+    """Eq. 1 with ``hole`` at any resolution and not requiring grad: the resampled mask's buffer becomes
+    ``dL/dz_f`` (the mask and both gradients are never three logit-sized maps at once)."""
+    if hole.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "hole: scat_segmenter_hole gives the mask no gradient; use scat_segmenter(zf, zr, hole_at(...))"
+        )
+    return _SegmenterLoss.apply(fake_logits, real_logits, None, hole, resample, kind, reduction)
 
 
 def scat_generator(fake_logits: torch.Tensor, weight: torch.Tensor | None, kind: str, reduction: str) -> torch.Tensor:
