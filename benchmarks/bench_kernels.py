@@ -33,6 +33,7 @@ Writes ``benchmarks/results/kernels_<device>.csv`` and the ``bench_kernels:<devi
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import math
 import sys
@@ -330,6 +331,31 @@ def bench_case(
 # report
 # ----------------------------------------------------------------------------------------------
 
+_FLOAT_FIELDS = ("time_ms", "time_ms_min", "peak_extra_mib")
+_INT_FIELDS = ("repeats", "calls", "min_bytes")
+_OP_ORDER = ("scat_segmenter", "scat_generator", "infonce")
+
+
+def load_rows(path: Path) -> list[dict]:
+    """Rows of a CSV written by this script, numbers parsed back (empty cells become ``None``)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in _FLOAT_FIELDS:
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else None
+        for k in _INT_FIELDS:
+            if r.get(k) not in (None, ""):
+                r[k] = int(r[k])
+    return rows
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with every (op, case) that ``new`` measured replaced by ``new``'s rows, grouped by op."""
+    measured = {(r["op"], r["case"]) for r in new}
+    kept = [r for r in old if (r["op"], r["case"]) not in measured]
+    merged = kept + new
+    return sorted(merged, key=lambda r: _OP_ORDER.index(r["op"]) if r["op"] in _OP_ORDER else len(_OP_ORDER))
+
 
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:,.{digits}f}"
@@ -415,7 +441,9 @@ def report(
     lines = [
         f"### Fused kernels vs reference on {device.type}{' (--quick)' if quick else ''}",
         "",
-        f"- Command: `{command}`",
+        "- Command: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command") or command for r in rows))
+        + (" (rows merged: each case from the last command that measured it, see the CSV)"
+           if len({r.get("command") or command for r in rows}) > 1 else ""),
         machine_markdown(machine_info(device)),
         f"- {_versions()}; "
         + ("CUDA-event timing" if device.type == "cuda" else "wall-clock timing on a shared CPU (noisy)")
@@ -498,6 +526,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--only", default=None, help="run only cases whose op contains this text")
     p.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md or results/")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the rows of the cases run now in results/kernels_<device>.csv (e.g. after --only scat) "
+        "and report from the merged rows",
+    )
     return p.parse_args(argv)
 
 
@@ -541,11 +575,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "nominal": nominal_bandwidth_gbps(torch.cuda.get_device_name()),
         }
         print(f"bandwidth: copy {bandwidth['copy']:,.0f} GB/s, nominal {bandwidth['nominal']} GB/s", flush=True)
+    for r in rows:
+        r["command"] = command
+    csv_path = RESULTS_DIR / f"kernels_{device.type}.csv"
+    if args.merge and csv_path.exists():
+        rows = merge_rows(load_rows(csv_path), rows)
     body = report(rows, device, command, args.quick, min_sample_ms, bandwidth)
     print(body)
     print(f"total {time.perf_counter() - start:.0f} s")
     if not args.no_write:
-        write_csv(RESULTS_DIR / f"kernels_{device.type}.csv", rows)
+        write_csv(csv_path, rows)
         write_section(f"bench_kernels:{device.type}", body, RESULTS_MD)
     return 0
 

@@ -93,3 +93,26 @@ def test_cpu_run_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None
         set_value_checks(checks)
     out = capsys.readouterr().out
     assert "#### infonce" in out and "Default path vs eager" in out and "Triton kernels on the GPU" not in out
+
+
+def test_csv_round_trip_and_merge_replace_only_the_cases_measured_again(tmp_path: Path) -> None:
+    from _common import write_csv
+
+    seg = BK.Case("scat_segmenter", (8, 64, 64, 256, 256))
+    nce = BK.Case("infonce", (8, 8, 256))
+    old = _rows(nce, {"eager": 1.0, "default": 0.5}) + _rows(seg, {"eager": 2.0, "default": 1.0})
+    for r in old:
+        r["command"] = "python benchmarks/bench_kernels.py"
+    old[0]["peak_extra_mib"] = None  # e.g. the bwd pass, whose peak is not measured
+    path = write_csv(tmp_path / "k.csv", old)
+    loaded = BK.load_rows(path)
+    assert loaded[0]["peak_extra_mib"] is None and loaded[1]["time_ms"] == 1.0 and loaded[1]["min_bytes"] > 0
+    new = _rows(seg, {"eager": 2.0, "default": 0.25})
+    for r in new:
+        r["command"] = "python benchmarks/bench_kernels.py --only scat --merge"
+    merged = BK.merge_rows(loaded, new)
+    assert [r["op"] for r in merged][: len(new)] == ["scat_segmenter"] * len(new)  # grouped in the usual op order
+    assert {r["time_ms"] for r in merged if r["op"] == "scat_segmenter" and r["impl"] == "default"} == {0.25}
+    assert len([r for r in merged if r["op"] == "infonce"]) == len(_rows(nce, {"eager": 1.0, "default": 0.5}))
+    body = BK.report(merged, torch.device("cpu"), "cmd", False, 20.0)
+    assert "--only scat --merge" in body and "rows merged" in body and "8.00x" in body
