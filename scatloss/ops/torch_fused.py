@@ -79,16 +79,18 @@ def _real_grad(z: torch.Tensor, kind: str) -> torch.Tensor:
     return (z - 1.0).mul_(2.0)
 
 
-_CHUNK_ELEMS = 1 << 17  # per-pixel temporaries are made for batch chunks of about this many elements (512 KiB fp32)
+_CHUNK_ELEMS = 1 << 17  # per-pixel temporaries are made for batch chunks of about this many elements (512 KiB fp32
+# on CPU; 32x that on other devices, where each chunk's ops are kernel launches)
 
 
 def _chunks(z: torch.Tensor) -> list[slice] | None:  # None: the whole map at once
     """Batch slices whose per-pixel temporaries stay small, or ``None`` when the whole map is small enough to be
     done in one go (no slicing, no extra Python overhead on small maps)."""
+    limit = _CHUNK_ELEMS if z.device.type == "cpu" else 32 * _CHUNK_ELEMS  # fewer, larger launches on a GPU
     per_sample = max(1, math.prod(z.shape[1:]))
-    if z.shape[0] * per_sample <= _CHUNK_ELEMS:
+    if z.shape[0] * per_sample <= limit:
         return None
-    rows = max(1, _CHUNK_ELEMS // per_sample)
+    rows = max(1, limit // per_sample)
     return [slice(i, i + rows) for i in range(0, z.shape[0], rows)]
 
 
