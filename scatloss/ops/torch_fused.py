@@ -256,7 +256,7 @@ def _hole_at_aliases(hole: torch.Tensor, like: torch.Tensor, resample: str) -> b
 def _generator_grad_into(w: torch.Tensor, z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
     """``w * lG'(z) * scale`` written into ``w`` (a buffer only the caller holds); temporaries per batch chunk."""
     if kind == "hinge":  # lG' = -1
-        return w.mul_(scale).neg_()
+        return w.mul_(scale.neg()) if scale.dim() == 0 else w.mul_(scale).neg_()  # one pass over the map if scalar
     for sl in _each_chunk(z):
         _rows(w, sl).mul_(_real_grad(_rows(z, sl), kind)).mul_(_rows(scale, sl))
     return w
@@ -296,8 +296,8 @@ class _GeneratorLoss(torch.autograd.Function):
             if hole is not None:
                 w = hole_at(hole, z, resample)
             if kind == "hinge" and reduction != "none":  # -sum(z w) as one reduction, no per-pixel temporary
-                total = -(z.sum() if w is None else torch.vdot(z.reshape(-1), w.to(z.dtype).reshape(-1)))
-                out = total / z.numel() if reduction == "mean" else total
+                total = z.sum() if w is None else torch.vdot(z.reshape(-1), w.to(z.dtype).reshape(-1))
+                out = total.mul_(-1.0 / z.numel() if reduction == "mean" else -1.0)
             else:
                 out_dtype = z.dtype if w is None else torch.promote_types(z.dtype, w.dtype)
                 out = _reduce_chunked(lambda sl: _generator_pixels(_rows(z, sl), w, sl, kind), z, out_dtype, reduction)
