@@ -38,6 +38,7 @@ demo: venv
 bench: venv
 	$(PY) benchmarks/bench_step.py
 	$(PY) benchmarks/bench_kernels.py --quick
+	$(PY) benchmarks/triton_resources.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -27,7 +27,7 @@ from ``torch.profiler`` allocation events (see ``bench_step._peak_tensor_bytes``
 
 Run ``python benchmarks/bench_kernels.py`` (full grid) or ``--quick`` (a few minutes on a laptop CPU).
 Writes ``benchmarks/results/kernels_<device>.csv`` and the ``bench_kernels:<device>`` section of
-``benchmarks/RESULTS.md``.
+``benchmarks/RESULTS.md`` (``--quick``: ``kernels_<device>_quick.csv`` and ``bench_kernels:<device>:quick``).
 """
 
 from __future__ import annotations
@@ -577,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bandwidth: copy {bandwidth['copy']:,.0f} GB/s, nominal {bandwidth['nominal']} GB/s", flush=True)
     for r in rows:
         r["command"] = command
-    csv_path = RESULTS_DIR / f"kernels_{device.type}.csv"
+    tag = f"{device.type}{'_quick' if args.quick else ''}"  # --quick keeps its own CSV and section
+    csv_path = RESULTS_DIR / f"kernels_{tag}.csv"
     if args.merge and csv_path.exists():
         rows = merge_rows(load_rows(csv_path), rows)
     body = report(rows, device, command, args.quick, min_sample_ms, bandwidth)
@@ -585,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"total {time.perf_counter() - start:.0f} s")
     if not args.no_write:
         write_csv(csv_path, rows)
-        write_section(f"bench_kernels:{device.type}", body, RESULTS_MD)
+        write_section(f"bench_kernels:{tag.replace('_', ':')}", body, RESULTS_MD)
     return 0
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 os.environ["TRITON_INTERPRET"] = "0"  # must precede the first import of triton: compile, do not interpret
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated (it warns otherwise)
 
 import argparse  # noqa: E402
 import re  # noqa: E402
