@@ -72,8 +72,7 @@ def _hardtanh_backward(grad: torch.Tensor, z: torch.Tensor, lo: float, hi: float
 
 
 def _real_grad(z: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "hinge":
-        return (z < 1).to(z.dtype).neg_()
+    """:math:`d\\ell^+/dz` for bce and ls (hinge goes through :func:`_hardtanh_backward`)."""
     if kind == "bce":
         return torch.sigmoid(z).sub_(1.0)
     return (z - 1.0).mul_(2.0)
