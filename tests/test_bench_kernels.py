@@ -116,3 +116,23 @@ def test_csv_round_trip_and_merge_replace_only_the_cases_measured_again(tmp_path
     assert len([r for r in merged if r["op"] == "infonce"]) == len(_rows(nce, {"eager": 1.0, "default": 0.5}))
     body = BK.report(merged, torch.device("cpu"), "cmd", False, 20.0)
     assert "--only scat --merge" in body and "rows merged" in body and "8.00x" in body
+
+
+def test_gpu_targets_use_cuda_graph_time_when_every_implementation_has_one() -> None:
+    case = BK.Case("scat_generator", (8, 256, 256, 1024, 1024))
+    rows = _rows(case, {"eager": 1.0, "compiled": 1.0, "default": 1.0, "triton": 1.0})  # host-bound per call
+    fast = case.min_bytes("fwd+bwd", torch.float32) / (0.8 * 3350e9) * 1e3  # 80 % of an H100's bandwidth, in ms
+    graph = {"eager": 5 * fast, "compiled": 1.2 * fast, "triton": fast, "default": fast}
+    for r in rows:
+        if r["pass"] == "fwd+bwd":
+            r["graph_ms"] = graph[r["impl"]]
+    body = BK.report(rows, torch.device("cuda"), "cmd", False, 5.0, {"copy": 3000.0, "nominal": 3350.0})
+    line = [ln for ln in body.split("Triton kernels on the GPU")[1].splitlines() if ln.startswith("| scat")][0]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:6] == ["graph", f"{fast:.3f}", "5.00x", "1.20x", "1.00x"]
+    assert cells[6] == f"{0.8 * 3350:,.0f}" and cells[7] == "80 %" and cells[-1] == "met"
+    # one implementation without a graph time (its capture failed): the whole case falls back to per-call times
+    rows = [dict(r, graph_ms=None) if r["impl"] == "compiled" else r for r in rows]
+    body = BK.report(rows, torch.device("cuda"), "cmd", False, 5.0, {"copy": 3000.0, "nominal": 3350.0})
+    line = [ln for ln in body.split("Triton kernels on the GPU")[1].splitlines() if ln.startswith("| scat")][0]
+    assert "| call |" in line and "**not met**" in line
