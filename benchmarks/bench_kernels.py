@@ -293,7 +293,7 @@ def graph_time_ms(runner: Runner, device: torch.device) -> float | None:
     import triton.testing
 
     try:
-        return float(triton.testing.do_bench_cudagraph(runner.full, rep=50, return_mode="median"))
+        return float(triton.testing.do_bench_cudagraph(runner.full, rep=20, return_mode="median"))
     except Exception as err:  # noqa: BLE001  (a benchmark row, not a failure: reported as n/a)
         print(f"  CUDA-graph timing failed: {type(err).__name__}: {err}", flush=True)
         torch.cuda.synchronize(device)
