@@ -3,7 +3,7 @@
 #   1. the GPU tests of tests/test_ops.py (bf16, autocast, torch.compile(fullgraph=True) with Inductor,
 #      CUDA-graph capture, large shapes) with compiled kernels (TRITON_INTERPRET=0), plus the CUDA-target
 #      dry run that CI also runs;
-#   2. the full kernel benchmark (fp32 and bf16 inputs), which writes benchmarks/results/kernels_cuda.csv
+#   2. the full kernel benchmark (fp32 inputs; DTYPES=float32,bfloat16 adds bf16), which writes benchmarks/results/kernels_cuda.csv
 #      and the bench_kernels:cuda section of benchmarks/RESULTS.md, ending with the GPU targets
 #      (3x eager, >= torch.compile, 60 % of the card's bandwidth on the largest map, InfoNCE 2x) as met / not met.
 # Usage: benchmarks/gpu_check.sh [extra bench_kernels.py arguments, e.g. --no-compiled or --only infonce]
@@ -32,5 +32,6 @@ if grep -q '<skipped' benchmarks/results/gpu_tests.xml; then
     exit 1
 fi
 
-"$PY" benchmarks/bench_kernels.py --device cuda --dtype float32,bfloat16 "$@"
+# DTYPES=float32,bfloat16 for both (each dtype adds a torch.compile of the reference per case: minutes)
+"$PY" benchmarks/bench_kernels.py --device cuda --dtype "${DTYPES:-float32}" "$@"
 echo "gpu_check.sh: done; results in benchmarks/results/kernels_cuda.csv and benchmarks/RESULTS.md"
