@@ -23,7 +23,7 @@ off (``set_value_checks(False)``): they are one host read-back per call, the sam
 
 Peak memory is the high-water mark *above* the level before the pass (inputs excluded; the gradients the
 pass creates included): on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak of live tensor bytes
-from ``torch.profiler`` allocation events (see ``bench_step._peak_tensor_bytes``).
+from ``torch.profiler`` allocation events (``scatloss.utils.peak_memory_bytes``).
 
 Run ``python benchmarks/bench_kernels.py`` (full grid) or ``--quick`` (a few minutes on a laptop CPU).
 Writes ``benchmarks/results/kernels_<device>.csv`` and the ``bench_kernels:<device>`` section of
@@ -63,13 +63,13 @@ from _common import (  # noqa: E402
     write_csv,
     write_section,
 )
-from bench_step import _peak_cuda_bytes, _peak_tensor_bytes  # noqa: E402
 
 import scatloss.functional as SF  # noqa: E402
 from scatloss import reference as R  # noqa: E402
 from scatloss._validation import set_value_checks  # noqa: E402
 from scatloss.masks import resample_hole  # noqa: E402
 from scatloss.ops import triton_available  # noqa: E402
+from scatloss.utils import peak_memory_bytes  # noqa: E402
 
 PASSES = ("fwd", "bwd", "fwd+bwd")
 
@@ -273,7 +273,7 @@ class Runner:
 
         run = self.full if name == "fwd+bwd" else forward
         gc.collect()
-        return _peak_cuda_bytes(run, device) if device.type == "cuda" else _peak_tensor_bytes(run)
+        return float(peak_memory_bytes(run, device))
 
 
 def calls_per_sample(runner: Runner, device: torch.device, min_sample_s: float) -> int:

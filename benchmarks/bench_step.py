@@ -240,15 +240,6 @@ def check_gradients(s: Setup) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _peak_tensor_bytes(fn: Any) -> float:
-    """Peak of live CPU tensor bytes allocated during ``fn()`` (above the level at its start)."""
-    return float(peak_memory_bytes(fn, "cpu"))
-
-
-def _peak_cuda_bytes(fn: Any, device: torch.device) -> float:
-    return float(peak_memory_bytes(fn, device))
-
-
 def _status_kib(key: str) -> int:
     with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
@@ -403,10 +394,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
 
         row = result["variants"][v]
         log(f"peak memory: {v}")
-        if device.type == "cuda":
-            row["g_mem"], row["d_mem"] = _peak_cuda_bytes(g, device), _peak_cuda_bytes(d, device)
-        elif "tensors" in cfg.memory:
-            row["g_mem"], row["d_mem"] = _peak_tensor_bytes(g), _peak_tensor_bytes(d)
+        if device.type == "cuda" or "tensors" in cfg.memory:
+            row["g_mem"], row["d_mem"] = float(peak_memory_bytes(g, device)), float(peak_memory_bytes(d, device))
         synchronize(device)
     if device.type == "cpu" and "rss" in cfg.memory and _rss_supported():
         del s
