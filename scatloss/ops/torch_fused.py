@@ -155,6 +155,23 @@ def _segmenter_fake_grad_into(
     return buf
 
 
+def _stash_resampled(ctx: Any, hole: torch.Tensor, like: torch.Tensor, resample: str, mask: torch.Tensor) -> None:
+    """Forward side of the buffer reuse: keep ``mask`` (``hole`` at ``like``'s resolution) for backward, outside
+    ``save_for_backward`` since backward may overwrite it (no version check), unless it is the caller's tensor."""
+    ctx.buffer = None if _hole_at_aliases(hole, like, resample) else mask
+    ctx.resample = resample
+
+
+def _take_resampled(ctx: Any, hole: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Backward side: ``(mask at like's resolution, whether it may be overwritten)``. The stashed buffer is handed
+    over once (and the reference dropped, so AccumulateGrad may keep it as the gradient); a second backward through
+    the same graph (``retain_graph=True``) resamples again."""
+    own, ctx.buffer = ctx.buffer, None
+    if own is not None:
+        return own, True
+    return hole_at(hole, like, ctx.resample), not _hole_at_aliases(hole, like, ctx.resample)
+
+
 class _SegmenterLoss(torch.autograd.Function):
     """Eq. 1 per pixel. Two ways in, as :class:`_GeneratorLoss`:
 
@@ -190,11 +207,9 @@ class _SegmenterLoss(torch.autograd.Function):
             )
         if hole is not None:
             ctx.save_for_backward(zf, zr, hole)
-            ctx.buffer = None if _hole_at_aliases(hole, zf, resample) else hm  # consumed by backward (see above)
-            ctx.resample = resample
+            _stash_resampled(ctx, hole, zf, resample, hm)
         else:
             ctx.save_for_backward(zf, zr, h)
-            ctx.buffer = None
         ctx.from_hole = hole is not None
         ctx.kind, ctx.reduction, ctx.numel = kind, reduction, zf.numel()
         return out
@@ -202,15 +217,7 @@ class _SegmenterLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Any:
         kind, scale = ctx.kind, _scale(g, ctx.reduction, ctx.numel)
-        if ctx.from_hole:
-            zf, zr, hole = ctx.saved_tensors
-            own, ctx.buffer = ctx.buffer, None  # drop the reference: AccumulateGrad may keep the gradient's buffer
-            if own is None and not _hole_at_aliases(hole, zf, ctx.resample):
-                own = hole_at(hole, zf, ctx.resample)  # a previous backward consumed the buffer (retain_graph)
-            h = own if own is not None else hole_at(hole, zf, ctx.resample)
-        else:
-            zf, zr, h = ctx.saved_tensors
-            own = None
+        zf, zr, h_or_hole = ctx.saved_tensors
         gzf = gzr = gh = None
         if ctx.needs_input_grad[1]:
             if kind == "hinge":  # -[z < 1] in one masked broadcast of the upstream scale
@@ -218,9 +225,10 @@ class _SegmenterLoss(torch.autograd.Function):
             else:
                 gzr = _real_grad(zr, kind).mul_(scale).to(zr.dtype)
         if not ctx.from_hole and ctx.needs_input_grad[2]:
-            gh = R.fake_term(zf, kind).sub_(R.real_term(zf, kind)).mul_(scale).to(h.dtype)
+            gh = R.fake_term(zf, kind).sub_(R.real_term(zf, kind)).mul_(scale).to(h_or_hole.dtype)
         if ctx.needs_input_grad[0]:
-            buf = own if own is not None else torch.empty_like(zf, memory_format=torch.contiguous_format)
+            h, owned = _take_resampled(ctx, h_or_hole, zf) if ctx.from_hole else (h_or_hole, False)
+            buf = h if owned else torch.empty_like(zf, memory_format=torch.contiguous_format)
             gzf = _segmenter_fake_grad_into(buf, zf, h.to(zf.dtype), kind, scale)
         return gzf, gzr, gh, None, None, None, None
 
@@ -294,20 +302,14 @@ class _GeneratorLoss(torch.autograd.Function):
         with torch.no_grad():
             if hole is not None:
                 w = hole_at(hole, z, resample)
+                _stash_resampled(ctx, hole, z, resample, w)
             if kind == "hinge" and reduction != "none":  # -sum(z w) as one reduction, no per-pixel temporary
                 total = z.sum() if w is None else torch.vdot(z.reshape(-1), w.to(z.dtype).reshape(-1))
                 out = total.mul_(-1.0 / z.numel() if reduction == "mean" else -1.0)
             else:
                 out_dtype = z.dtype if w is None else torch.promote_types(z.dtype, w.dtype)
                 out = _reduce_chunked(lambda sl: _generator_pixels(_rows(z, sl), w, sl, kind), z, out_dtype, reduction)
-        if hole is not None:
-            ctx.save_for_backward(z, hole)
-            # held outside save_for_backward: backward consumes it (in place), so its version must not be checked
-            ctx.buffer = None if _hole_at_aliases(hole, z, resample) else w
-            ctx.resample = resample
-        else:
-            ctx.save_for_backward(z, w)
-            ctx.buffer = None
+        ctx.save_for_backward(z, hole if hole is not None else w)
         ctx.from_hole = hole is not None
         ctx.kind, ctx.reduction, ctx.numel = kind, reduction, z.numel()
         return out
@@ -319,11 +321,8 @@ class _GeneratorLoss(torch.autograd.Function):
             z, hole = ctx.saved_tensors
             gz = None
             if ctx.needs_input_grad[0]:
-                own, ctx.buffer = ctx.buffer, None  # drop the reference: the gradient may be stolen by AccumulateGrad
-                if own is None:  # the mask view was the caller's, or a previous backward consumed the buffer
-                    w = hole_at(hole, z, ctx.resample)
-                    own = w.clone() if _hole_at_aliases(hole, z, ctx.resample) else w
-                gz = _generator_grad_into(own, z, kind, scale.to(z.dtype))
+                w, owned = _take_resampled(ctx, hole, z)
+                gz = _generator_grad_into(w if owned else w.clone(), z, kind, scale.to(z.dtype))
             return gz, None, None, None, None, None
         z, w = ctx.saved_tensors
         gz = gw = None
