@@ -1,0 +1,395 @@
+"""``SCATCriterion`` against a hand-written reference step: no FeatureTap, no criterion code, no other mode.
+
+``test_criterion.py`` compares the fast generator step with the criterion's own ``mode="naive"``; both share
+the code that builds the composite, the corrupted input, the negatives and the feature triples, so a mistake
+there is invisible to it. Here every term of both steps is recomputed from scratch:
+
+* a tiny two-headed discriminator :class:`TinyD` whose features are taken by a **hand-written forward**
+  (``F.conv2d`` / ``F.leaky_relu`` on the module's weights), never through hooks or ``FeatureTap``;
+* composite, corrupted input and negatives written out here (``h * pred + (1 - h) * x``, ``x * (1 - h) +
+  fill * h``, negative ``(b, j)`` = image ``b`` corrupted by mask ``j``);
+* the losses from the equations (:mod:`scatloss.reference` per-class terms and InfoNCE, Eq. 3 written out,
+  the SCAT mask resampled by ``avg_pool2d``, which is the area rule for an integer factor).
+
+Everything runs in float64 and is compared at 1e-10 relative (terms and gradients). Each case below pins a
+defect that the fast-vs-naive comparison cannot see (see ``benchmarks/mutation/README.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scatloss import reference as R
+from scatloss.criterion import SCATCriterion
+from scatloss.losses import InpaintingObjective
+
+F64 = torch.float64
+RTOL = 1e-10  # float64: every path below differs only by summation order
+H, W = 16, 20  # pixel head at half resolution: 8 x 10, mask factor 2 in both directions
+EPS = 1e-7  # the textural loss's default eps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyD(nn.Module):
+    """Two-headed discriminator: ``x -> conv1 -> act1 -> conv2 -> act2``; ``(global (B, 1), pixel (B, 1, H/2, W/2))``.
+
+    ``conv2`` is a pre-activation map (negative values: the ``relu`` of ``relu_sum`` pooling matters there);
+    the pixel head reads ``act1``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.act1 = nn.LeakyReLU(0.2)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.act2 = nn.LeakyReLU(0.2)
+        self.head = nn.Linear(6, 1)
+        self.pix = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a1 = self.act1(self.conv1(x))
+        a2 = self.act2(self.conv2(a1))
+        return self.head(torch.relu(a2).sum(dim=(2, 3))), self.pix(a1)
+
+
+def hand_forward(D: TinyD, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """TinyD's forward written out on its weights: every named activation, plus the two heads."""
+    c1 = F.conv2d(x, D.conv1.weight, D.conv1.bias, stride=2, padding=1)
+    a1 = F.leaky_relu(c1, 0.2)
+    c2 = F.conv2d(a1, D.conv2.weight, D.conv2.bias, stride=2, padding=1)
+    a2 = F.leaky_relu(c2, 0.2)
+    glob = F.linear(torch.relu(a2).sum(dim=(2, 3)), D.head.weight, D.head.bias)
+    pix = F.conv2d(a1, D.pix.weight, D.pix.bias, padding=1)
+    return {"conv1": c1, "act1": a1, "conv2": c2, "act2": a2, "global": glob, "pixel": pix}
+
+
+def make_d(seed: int = 0) -> TinyD:
+    torch.manual_seed(seed)
+    return TinyD().to(F64).eval()
+
+
+def rect_masks(n: int, h: int, w: int, offset: int = 0) -> torch.Tensor:
+    """``n`` distinct rectangular hole masks ``(n, 1, h, w)``, a deterministic function of the index."""
+    masks = torch.zeros(n, 1, h, w, dtype=F64)
+    for k in range(n):
+        i = k + offset
+        top, left = (3 * i) % (h - 5), (5 * i + 1) % (w - 6)
+        masks[k, :, top : top + 4 + i % 3, left : left + 5 + i % 4] = 1.0
+    return masks
+
+
+class RecordingSampler:
+    """A mask sampler returning distinct known masks; keeps what it returned for the reference."""
+
+    def __init__(self) -> None:
+        self.calls: list[torch.Tensor] = []
+
+    def __call__(self, n: int, height: int, width: int) -> torch.Tensor:
+        masks = rect_masks(n, height, width, offset=7 + 3 * len(self.calls))
+        self.calls.append(masks.clone())
+        return masks
+
+
+def make_batch(b: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 3, H, W, generator=g, dtype=F64) * 2 - 1
+    prediction = torch.rand(b, 3, H, W, generator=g, dtype=F64) * 2 - 1
+    return prediction, image, rect_masks(b, H, W)
+
+
+def pool(feature: torch.Tensor, how: str) -> torch.Tensor:
+    if feature.dim() == 2:
+        return feature
+    if how == "relu_sum":
+        return torch.relu(feature).sum(dim=(2, 3))
+    if how == "mean":
+        return feature.mean(dim=(2, 3))
+    return feature.flatten(1)
+
+
+def reference_generator_terms(
+    D: TinyD,
+    objective: InpaintingObjective,
+    prediction: torch.Tensor,
+    image: torch.Tensor,
+    hole: torch.Tensor,
+    *,
+    textural: tuple[str, ...],
+    semantic: str,
+    semantic_pool: str,
+    negative_masks: torch.Tensor,
+    fill: float,
+    kind: str,
+) -> dict[str, torch.Tensor]:
+    """Eq. 8's generator terms from the equations. ``negative_masks``: ``(B, M, 1, H, W)``, mask of negative (b, j)."""
+    b, m = negative_masks.shape[:2]
+    comp = hole * prediction + (1 - hole) * image
+    corrupted = image * (1 - hole) + fill * hole
+    fa, fp, fn = hand_forward(D, comp), hand_forward(D, image), hand_forward(D, corrupted)
+    # Eq. 6 and Eq. 2 (region "hole", area resampling of the mask by an integer factor)
+    adv = R.generator_term(fa["global"], kind).mean()
+    h_at = F.avg_pool2d(hole, 2)
+    assert h_at.shape[-2:] == fa["pixel"].shape[-2:]
+    scat = (R.generator_term(fa["pixel"], kind) * h_at).mean()
+    # Eq. 3, released form: ratio of batch-mean L1 distances, pulled to x (positive), pushed from x~ (negative)
+    text = sum((fa[n] - fp[n]).abs().mean() / ((fa[n] - fn[n]).abs().mean() + EPS) for n in textural)
+    # Eq. 4: negative (b, j) = image b with mask j's holes set to fill
+    neg_images = torch.stack(
+        [image[i] * (1 - negative_masks[i, j]) + fill * negative_masks[i, j] for i in range(b) for j in range(m)]
+    )
+    neg = pool(hand_forward(D, neg_images)[semantic], semantic_pool).view(b, m, -1)
+    anchor, positive = pool(fa[semantic], semantic_pool), pool(fp[semantic], semantic_pool)
+    head = objective.semantic.projection
+    if head is not None:
+        anchor, positive, neg = head(anchor), head(positive), head(neg)
+    sem = R.semantic_contrastive_loss(
+        anchor, positive, neg, objective.semantic.temperature, objective.semantic.normalize, "mean"
+    )
+    rec = (prediction - image).abs().mean()
+    total = objective.lambda_adv * (adv + scat) + objective.lambda_text * text + objective.lambda_sem * sem
+    total = total + objective.lambda_rec * rec
+    return {"adv": adv, "scat": scat, "text": text, "sem": sem, "rec": rec, "total": total}  # type: ignore[dict-item]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def check_generator_step(
+    *,
+    mode: str = "fast",
+    negatives: str | int = "batch",
+    fill: float = 1.0,
+    kind: str = "hinge",
+    textural: tuple[str, ...] = ("act1", "conv2"),
+    semantic: str = "conv2",
+    semantic_pool: str = "relu_sum",
+    head: bool = False,
+    b: int = 3,
+    chunk_size: int = 2,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Run the criterion's generator step and the reference on the same inputs; assert every term and gradient."""
+    D = make_d(seed)
+    prediction, image, hole = make_batch(b, seed)
+    sampler = RecordingSampler()
+    torch.manual_seed(1)
+    dim = 6 if semantic_pool != "flatten" else 6 * 4 * 5
+    objective = InpaintingObjective(
+        kind=kind,  # type: ignore[arg-type]
+        in_features=dim if head else None,
+        hidden_features=5,
+        out_features=4,
+    ).to(F64)
+    crit = SCATCriterion(
+        D,
+        textural_layers=textural,
+        semantic_layer=semantic,
+        semantic_pool=semantic_pool,  # type: ignore[arg-type]
+        negatives=negatives,  # type: ignore[arg-type]
+        mask_sampler=sampler if isinstance(negatives, int) else None,
+        fill=fill,
+        objective=objective,
+        chunk_size=chunk_size,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    pred = prediction.clone().requires_grad_(True)
+    got = crit.generator_step(pred, image, hole)
+    head_params = list(crit.parameters())
+    got_grads = torch.autograd.grad(got["total"], [pred, *head_params])
+
+    if isinstance(negatives, int):
+        assert len(sampler.calls) == 1 and sampler.calls[0].shape[0] == b * negatives
+        masks = sampler.calls[0].view(b, negatives, 1, H, W)  # row-major: (image b, mask j)
+    else:
+        masks = hole.unsqueeze(0).expand(b, b, 1, H, W)  # negative (b, j): image b, the batch's mask j
+    ref_pred = prediction.clone().requires_grad_(True)
+    want = reference_generator_terms(
+        D,
+        objective,
+        ref_pred,
+        image,
+        hole,
+        textural=textural,
+        semantic=semantic,
+        semantic_pool=semantic_pool,
+        negative_masks=masks,
+        fill=fill,
+        kind=kind,
+    )
+    want_grads = torch.autograd.grad(want["total"], [ref_pred, *head_params])
+
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=RTOL, atol=0.0, msg=f"term {name}")
+    for i, (g, w) in enumerate(zip(got_grads, want_grads, strict=True)):
+        assert w.abs().sum() > 0, f"gradient {i} of the reference is zero: the check would be vacuous"
+        assert rel(g, w) <= RTOL, f"gradient {i} ({'prediction' if i == 0 else 'head'}) differs by {rel(g, w):.2e}"
+    return got
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# generator step
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("kind", ["hinge", "bce", "ls"])
+@pytest.mark.parametrize("negatives", ["batch", 2])
+def test_generator_step_equals_the_hand_written_reference(mode: str, kind: str, negatives: str | int) -> None:
+    check_generator_step(mode=mode, kind=kind, negatives=negatives, head=True)
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+def test_textural_term_pulls_towards_the_ground_truth_not_the_corrupted_input(mode: str) -> None:
+    """Positive = ground-truth features (numerator), negative = corrupted-input features (denominator).
+
+    Pins: positive and negative swapped in the textural triple."""
+    got = check_generator_step(mode=mode, textural=("act1", "act2"))
+    D = make_d()
+    prediction, image, hole = make_batch()
+    comp = hole * prediction + (1 - hole) * image
+    with torch.no_grad():
+        fa, fp = hand_forward(D, comp)["act1"], hand_forward(D, image)["act1"]
+        fn = hand_forward(D, image * (1 - hole) + hole)["act1"]
+        num, den = (fa - fp).abs().mean(), (fa - fn).abs().mean()
+    assert abs(float(num / den - den / num)) > 1e-3  # the swap changes the value: the comparison above can see it
+    assert got["text"] > 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("negatives", ["batch", 3])
+def test_semantic_positive_is_the_ground_truth(mode: str, negatives: str | int) -> None:
+    """Pins: the semantic positive taken from the corrupted input instead of the ground truth."""
+    check_generator_step(mode=mode, negatives=negatives, textural=("act1",))
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("chunk_size", [1, 2, 16])
+def test_batch_negatives_are_image_b_with_mask_j(mode: str, chunk_size: int) -> None:
+    """``negatives="batch"``: negative (b, j) is image b corrupted by the batch's mask j, not image j by mask b.
+
+    Four images with four distinct rectangular masks, so every (b, j) pairing gives a different image."""
+    check_generator_step(mode=mode, negatives="batch", b=4, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_sampled_negatives_use_every_drawn_mask_in_row_major_order(mode: str, m: int) -> None:
+    """``negatives=M``: the sampler's ``B*M`` masks, row-major (image b, mask j); not the first M masks for every image.
+
+    The recording sampler returns ``B*M`` distinct known rectangles and the reference uses exactly those."""
+    check_generator_step(mode=mode, negatives=m, b=3, chunk_size=2)
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("fill", [0.0, -1.0, 0.25])
+@pytest.mark.parametrize("negatives", ["batch", 2])
+def test_fill_reaches_the_corrupted_input_and_the_negatives(mode: str, fill: float, negatives: str | int) -> None:
+    """Pins: ``fill`` ignored (in the corrupted input of Eq. 3 or in the negatives of Eq. 4); LaMa uses 0.0."""
+    check_generator_step(mode=mode, fill=fill, negatives=negatives)
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("semantic_pool", ["relu_sum", "mean", "flatten"])
+def test_semantic_map_pooling(mode: str, semantic_pool: str) -> None:
+    """Pins: ``relu`` dropped from ``relu_sum``. The pooled map (conv2, pre-activation) has negative values."""
+    D = make_d()
+    _, image, _ = make_batch()
+    conv2 = hand_forward(D, image)["conv2"]
+    assert (conv2 < -1e-3).any() and (conv2 > 1e-3).any()
+    relu_sum, plain_sum = torch.relu(conv2).sum(dim=(2, 3)), conv2.sum(dim=(2, 3))
+    assert (relu_sum - plain_sum).abs().max() > 1e-2  # dropping relu changes the pooled vector
+    check_generator_step(mode=mode, semantic_pool=semantic_pool, textural=("act1",))
+
+
+def test_vector_semantic_feature_is_used_unpooled() -> None:
+    """A ``(B, D)`` feature (``head:input``) goes to InfoNCE as it is."""
+    D = make_d()
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(D, semantic_layer="head:input", terms=("sem",), fill=0.5)
+    got = crit.generator_step(prediction, image, hole)
+
+    def vec(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(hand_forward(D, x)["act2"]).sum(dim=(2, 3))
+
+    b = image.shape[0]
+    comp = hole * prediction + (1 - hole) * image
+    negs = torch.stack([vec(image * (1 - hole[j]) + 0.5 * hole[j]) for j in range(b)], dim=1)
+    want = R.semantic_contrastive_loss(vec(comp), vec(image), negs, 0.07, True, "mean")
+    torch.testing.assert_close(got["sem"], want, rtol=RTOL, atol=0.0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# discriminator step
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hinge", "bce", "ls"])
+def test_discriminator_step_equals_the_hand_written_reference(kind: str) -> None:
+    D = make_d()
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(D, objective=InpaintingObjective(kind=kind))  # type: ignore[arg-type]
+    got = crit.discriminator_step(prediction, image, hole)
+    params = list(D.parameters())
+    got_grads = torch.autograd.grad(got["total"], params)
+
+    comp = hole * prediction + (1 - hole) * image
+    fake, real = hand_forward(D, comp), hand_forward(D, image)
+    adv = R.real_term(real["global"], kind).mean() + R.fake_term(fake["global"], kind).mean()
+    h = F.avg_pool2d(hole, 2)
+    per_pixel = (1 - h) * R.real_term(fake["pixel"], kind) + h * R.fake_term(fake["pixel"], kind)
+    scat = (per_pixel + R.real_term(real["pixel"], kind)).mean()
+    want_grads = torch.autograd.grad(adv + scat, params)
+
+    torch.testing.assert_close(got["adv"], adv, rtol=RTOL, atol=0.0)
+    torch.testing.assert_close(got["scat"], scat, rtol=RTOL, atol=0.0)
+    torch.testing.assert_close(got["total"], adv + scat, rtol=RTOL, atol=0.0)
+    for i, (g, w) in enumerate(zip(got_grads, want_grads, strict=True)):
+        assert w.abs().sum() > 0
+        assert rel(g, w) <= RTOL, f"D parameter {i} gradient differs by {rel(g, w):.2e}"
+
+
+@pytest.mark.parametrize("kind", ["hinge", "bce", "ls"])
+def test_separate_segmenter_terms_equal_the_reference(kind: str) -> None:
+    """The paper's layout (D global only, a separate S): S's terms in both steps, the SCAT mask at full size."""
+    D = make_d()
+    torch.manual_seed(3)
+    S = nn.Conv2d(3, 1, 3, padding=1).to(F64)
+    prediction, image, hole = make_batch()
+    objective = InpaintingObjective(kind=kind)  # type: ignore[arg-type]
+    crit = SCATCriterion(D, segmenter=S, objective=objective, terms=("adv", "scat"))
+
+    def seg(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, S.weight, S.bias, padding=1)
+
+    comp_d = hole * prediction + (1 - hole) * image
+    d_terms = crit.discriminator_step(prediction, image, hole)
+    d_scat = ((1 - hole) * R.real_term(seg(comp_d), kind) + hole * R.fake_term(seg(comp_d), kind)).mean()
+    d_scat = d_scat + R.real_term(seg(image), kind).mean()
+    torch.testing.assert_close(d_terms["scat"], d_scat, rtol=RTOL, atol=0.0)
+
+    pred = prediction.clone().requires_grad_(True)
+    g_terms = crit.generator_step(pred, image, hole)
+    (g_grad,) = torch.autograd.grad(g_terms["total"], pred)
+    ref_pred = prediction.clone().requires_grad_(True)
+    comp = hole * ref_pred + (1 - hole) * image
+    adv = R.generator_term(hand_forward(D, comp)["global"], kind).mean()
+    scat = (R.generator_term(seg(comp), kind) * hole).mean()
+    total = adv + scat + 10 * (ref_pred - image).abs().mean()
+    (want_grad,) = torch.autograd.grad(total, ref_pred)
+    torch.testing.assert_close(g_terms["adv"], adv, rtol=RTOL, atol=0.0)
+    torch.testing.assert_close(g_terms["scat"], scat, rtol=RTOL, atol=0.0)
+    assert rel(g_grad, want_grad) <= RTOL
