@@ -189,7 +189,12 @@ def test_generator_matches_reference_every_resample_and_reduction(kind: str, reg
 
 
 @cpu_tier
-@pytest.mark.parametrize("mask_hw", [(30, 40), (13, 17), (7, 9)], ids=["non-integer", "same-size", "smaller"])
+@pytest.mark.parametrize(
+    "mask_hw",
+    # factors 26/13 = 2 by 40/17 (integer height only), 30/13 by 34/17 = 2 (integer width only)
+    [(30, 40), (26, 40), (30, 34), (13, 17), (7, 9)],
+    ids=["non-integer", "integer-height-only", "integer-width-only", "same-size", "smaller"],
+)
 def test_segmenter_mask_sizes_without_an_integer_factor_fall_back_and_agree(mask_hw: tuple[int, int]) -> None:
     fake, real = logits(2, 1, 13, 17, seed=3), logits(2, 1, 13, 17, seed=4)
     hole = soft_hole(2, 1, *mask_hw)
