@@ -311,11 +311,19 @@ def test_aotgan_checks_can_be_switched_off() -> None:
     images, hole = aot_images(), hole_masks()
     s = aot_setup(check_range=False, check_mask=False)
     comp = (1 - hole) * images + hole * s["netG"](images * (1 - hole) + hole, hole)
-    s["adv_loss"](s["netD"], comp.detach(), images, 1 - hole)  # inverted mask: not checked
-    s["adv_loss"](s["netD"], (comp.detach() + 1) / 2, (images + 1) / 2, hole)  # [0, 1]: not checked
-    s = aot_setup()
-    with scatloss.value_checks(False):
-        s["adv_loss"](s["netD"], (comp.detach() + 1) / 2, (images + 1) / 2, hole)
+    inverted = (s["netD"], comp.detach(), images, 1 - hole)
+    zero_one = (s["netD"], (comp.detach() + 1) / 2, (images + 1) / 2, hole)
+    for args in (inverted, zero_one):  # not checked: the terms come back, finite
+        assert all(torch.isfinite(t) and t.dim() == 0 for t in s["adv_loss"](*args))
+    strict = SCATGANLoss()
+    with pytest.raises(ValueError, match=r"valid mask \(1 = known pixel\)"):
+        strict(*inverted)
+    with pytest.raises(ValueError, match=r"looks like \[0, 1\]"):
+        strict(*zero_one)
+    with scatloss.value_checks(False):  # the global switch turns off a loss built with checks on
+        assert all(torch.isfinite(t) for t in strict(*zero_one))
+    with pytest.raises(ValueError, match=r"looks like \[0, 1\]"):  # and back on after the block
+        strict(*zero_one)
 
 
 def test_aotgan_loss_refuses_an_unwrapped_or_parallel_discriminator() -> None:
