@@ -185,7 +185,7 @@ def _wrong_shapes(path: Path, finished: Path) -> None:  # our format, matching c
 BAD_CHECKPOINTS = {
     "foreign torch file": (_foreign_torch_file, "not written by this trainer"),
     "random bytes": (_random_bytes, "cannot be read as a torch checkpoint"),
-    "truncated": (_truncated, "cannot be read as a torch checkpoint"),
+    "truncated": (_truncated, r"is corrupted: .* \(truncated\)"),
     "not a dict": (_not_a_dict, "not a checkpoint of this trainer"),
     "tensors of another size": (_wrong_shapes, "does not fit this model"),
 }

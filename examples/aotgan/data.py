@@ -5,7 +5,8 @@ Two datasets, both returning ``(3, S, S)`` float32 tensors in ``[-1, 1]``:
 - :class:`PhotoCrops`: random crops of the real photos that scikit-image ships inside its wheel (no download).
   The train / held-out split is **by source photo**: :data:`HELDOUT_PHOTOS` never appear in training, so a
   held-out score measures generalisation to unseen photos, not to unseen crops of seen photos.
-- :class:`ImageFolder`: a folder of your own images (recursive; corrupt files are skipped with a warning).
+- :class:`ImageFolder`: a folder of your own images (recursive; corrupt files are skipped with a warning, or
+  refused with ``on_error="raise"``; ``check="decode"`` decodes every file up front).
 
 Both are deterministic: the crop of item ``i`` is a pure function of ``(seed, epoch, i)``, so a ``DataLoader``
 with ``shuffle=True`` and a seeded ``generator`` replays the same batches, and a resumed run that skips the
@@ -373,6 +374,18 @@ def _verify(path: Path) -> str | None:
     return None
 
 
+def _decodes(path: Path) -> str | None:
+    """None if ``path`` decodes completely (as :class:`ImageFolder` will read it), else the reason.
+
+    Catches what ``verify()`` cannot: a truncated JPEG or a corrupt compressed stream behind a valid header.
+    """
+    try:
+        _open_rgb(path)
+    except Exception as error:  # OSError ("image file is truncated"), SyntaxError, ValueError, ...
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 class ImageFolder(Dataset[torch.Tensor]):
     """Square crops of the images in a folder (searched recursively), one item per image file.
 
@@ -383,11 +396,15 @@ class ImageFolder(Dataset[torch.Tensor]):
     fits. Then a ``size x size`` crop is taken: random with a random horizontal flip when augmenting (position
     and flip from ``(seed, epoch, index)``), central otherwise.
 
-    Unreadable files are skipped: at construction every file of the split is checked with Pillow's
-    ``verify()`` (header, PNG checksums); a failing file is reported with one ``warnings.warn`` naming it and
-    recorded in :attr:`skipped`. A file that passes ``verify()`` but fails to decode later (e.g. a truncated
-    JPEG) is warned about once, added to :attr:`skipped` and replaced by the next readable file, so the
-    dataset length stays fixed (in ``DataLoader`` worker processes that record stays in the worker).
+    Unreadable files: at construction every file of the split is checked, with Pillow's ``verify()`` (header,
+    PNG checksums; ``check="verify"``, the default, fast) or by decoding it completely (``check="decode"``,
+    one full read of every file; what the reference trainer uses). With ``on_error="skip"`` (default) a
+    failing file is reported with one ``warnings.warn`` naming it and recorded in :attr:`skipped`; with
+    ``on_error="raise"`` construction raises a ``ValueError`` naming every failing file. A file that passes
+    the check but fails to decode later (``check="verify"`` and a truncated JPEG, or a file changed on disk)
+    is warned about once, added to :attr:`skipped` and replaced by the next readable file, so the dataset
+    length stays fixed (in ``DataLoader`` worker processes that record stays in the worker); with
+    ``on_error="raise"`` it raises a ``RuntimeError`` naming the file instead.
 
     Split by file: ``split="heldout"`` takes the ``max(1, round(heldout_fraction * n))`` files that rank first
     under a seeded hash of their relative path, ``"train"`` the rest, ``None`` all files. A file's side does
@@ -402,6 +419,8 @@ class ImageFolder(Dataset[torch.Tensor]):
         augment: random crop and flip (True) or central crop (False); default: True for ``split="train"`` and
             ``None``, False for ``"heldout"``.
         resize: resize every image so its short side equals this first (None keeps the original size).
+        check: ``"verify"`` (Pillow's ``verify()``) or ``"decode"`` (decode every file) at construction.
+        on_error: ``"skip"`` unreadable files with a warning, or ``"raise"``.
 
     Attributes:
         files: the readable image paths of this split, sorted by relative path.
@@ -411,7 +430,7 @@ class ImageFolder(Dataset[torch.Tensor]):
         FileNotFoundError: ``root`` does not exist.
         NotADirectoryError: ``root`` is a file.
         ValueError: no image file under ``root``, none readable in the split, a split needing two images with
-            only one, or bad option values.
+            only one, an unreadable file with ``on_error="raise"``, or bad option values.
     """
 
     def __init__(
@@ -424,6 +443,8 @@ class ImageFolder(Dataset[torch.Tensor]):
         heldout_fraction: float = 0.1,
         augment: bool | None = None,
         resize: int | None = None,
+        check: Literal["verify", "decode"] = "verify",
+        on_error: Literal["skip", "raise"] = "skip",
     ) -> None:
         self.root = Path(root)
         self.size = _check_size(size)
@@ -439,6 +460,11 @@ class ImageFolder(Dataset[torch.Tensor]):
         if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
             raise ValueError(f"resize: expected None or a positive int (short side in pixels), got {resize!r}")
         self.resize = resize
+        if check not in ("verify", "decode"):
+            raise ValueError(f"check: expected 'verify' or 'decode', got {check!r}")
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error: expected 'skip' or 'raise', got {on_error!r}")
+        self.check, self.on_error = check, on_error
         self.epoch = 0
 
         if not self.root.exists():
@@ -455,12 +481,23 @@ class ImageFolder(Dataset[torch.Tensor]):
         self.skipped: list[Path] = []
         self.skip_reasons: dict[Path, str] = {}
         self.files: list[Path] = []
+        failed: list[tuple[Path, str]] = []
         for path in chosen:
-            reason = _verify(path)
+            reason = _verify(path) if check == "verify" else _decodes(path)
             if reason is None:
                 self.files.append(path)
+            elif on_error == "raise":
+                failed.append((path, reason))
             else:
                 self._skip(path, reason)
+        if failed:
+            listed = "; ".join(f"{str(p)!r} ({why})" for p, why in failed[:5])
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise ValueError(
+                f"root: {len(failed)} image file(s) under {str(self.root)!r} cannot be "
+                f"{'decoded' if check == 'decode' else 'read'}: {listed}{more}; remove or replace them, or skip "
+                "unreadable files (on_error='skip')"
+            )
         if not self.files:
             raise ValueError(
                 f"root: expected at least one readable image in the {split or 'whole'} split of "
@@ -534,6 +571,10 @@ class ImageFolder(Dataset[torch.Tensor]):
             try:
                 return _open_rgb(path)
             except Exception as error:  # decodes badly although verify() passed (e.g. truncated JPEG)
+                if self.on_error == "raise":
+                    raise RuntimeError(
+                        f"image {str(path)!r} cannot be decoded: {type(error).__name__}: {error}"
+                    ) from None
                 self._skip(path, f"{type(error).__name__}: {error}")
         raise RuntimeError(f"root: every image under {str(self.root)!r} failed to decode; see the warnings")
 
@@ -565,7 +606,7 @@ def make_dataset(
         size: crop side in pixels.
         seed: base seed.
         **kwargs: passed on (``length``, ``downscale``, ``min_std`` for photos; ``augment``, ``resize``,
-            ``heldout_fraction`` for folders).
+            ``heldout_fraction``, ``check``, ``on_error`` for folders).
 
     Raises:
         ValueError: ``split=None`` with ``"skimage"``; the datasets' own errors otherwise.

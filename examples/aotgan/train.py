@@ -60,13 +60,17 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from examples.aotgan.checkpoint import (  # noqa: E402
     FORMAT,
+    NonFiniteError,
     ResumableSampler,
     TrainerError,
     atomic_write,
     load_checkpoint,
+    load_newest,
+    remove_stale_temp_files,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    verify_checkpoint,
 )
 from examples.aotgan.losses import SoftMaskPatchGANLoss, smgan_blur_for_size  # noqa: E402
 from examples.aotgan.networks import AOTGenerator, PatchDiscriminator  # noqa: E402
@@ -110,6 +114,14 @@ class TrainConfig:
             "folder of hole-mask images (white = missing, same size as --size); default: free-form", type=str
         ),
     )
+    bad_images: str = field(
+        default="error",
+        metadata=_opt(
+            "--data/--heldout-data folders: every image is decoded before the run starts; one that fails stops "
+            "the start with its name (error) or is left out with a warning (skip)",
+            choices=("error", "skip"),
+        ),
+    )
     size: int = field(default=64, metadata=_opt("training crop side in pixels"))
     batch_size: int = field(default=8, metadata=_opt("images per step and process"))
     steps: int = field(default=250, metadata=_opt("total optimisation steps"))
@@ -145,6 +157,15 @@ class TrainConfig:
     sample_every: int = field(default=50, metadata=_opt("steps between sample grids (0: only at the end)"))
     ckpt_every: int = field(default=50, metadata=_opt("steps between checkpoints (0: only at the end)"))
     keep_checkpoints: int = field(default=2, metadata=_opt("step checkpoints kept (oldest deleted)"))
+    nonfinite: str = field(
+        default="stop",
+        metadata=_opt(
+            "a NaN/inf loss term or gradient: stop before the update, naming the step and the term (stop), or "
+            "skip that optimiser's update as AMP's grad scaler does (skip)",
+            choices=("stop", "skip"),
+        ),
+    )
+    max_skips: int = field(default=20, metadata=_opt("--nonfinite skip: consecutive skipped steps that stop the run"))
     eval_images: int = field(default=32, metadata=_opt("held-out crops scored (bundled photos)"))
     eval_masks: int = field(default=1, metadata=_opt("masks per held-out image and bucket"))
     grid_images: int = field(default=6, metadata=_opt("columns of the sample grid"))
@@ -189,6 +210,12 @@ class TrainConfig:
             raise TrainerError(f"--smgan-weighting: expected hole or release, got {self.smgan_weighting!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise TrainerError(f"--device: expected auto, cpu or cuda, got {self.device!r}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise TrainerError(f"--nonfinite: expected stop or skip, got {self.nonfinite!r}")
+        if isinstance(self.max_skips, bool) or not isinstance(self.max_skips, int) or self.max_skips < 1:
+            raise TrainerError(f"--max-skips: expected a positive int, got {self.max_skips!r}")
+        if self.bad_images not in ("error", "skip"):
+            raise TrainerError(f"--bad-images: expected error or skip, got {self.bad_images!r}")
 
 
 DEMO_ARGS: tuple[str, ...] = ("--overwrite", "--threads 1")
@@ -394,18 +421,31 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     """``(train, heldout)``; a missing folder, a folder without images, etc. raise :class:`TrainerError`."""
     from examples.aotgan.data import ImageFolder, make_dataset
 
+    # folders: decode every image now, so a file that passes verify() but cannot be decoded stops the start
+    # (or is left out) before anything is written, instead of failing in the middle of training
+    checked: dict[str, Any] = {"check": "decode", "on_error": "raise" if cfg.bad_images == "error" else "skip"}
     try:
         if cfg.data == "skimage":
             train = make_dataset("skimage", "train", cfg.size, seed=cfg.seed, length=cfg.train_length)
             heldout: Any = make_dataset("skimage", "heldout", cfg.size, seed=cfg.seed, length=cfg.eval_images)
         else:
-            train = make_dataset(cfg.data, None if cfg.heldout_data else "train", cfg.size, seed=cfg.seed)
-            heldout = None if cfg.heldout_data else make_dataset(cfg.data, "heldout", cfg.size, seed=cfg.seed)
+            train = make_dataset(cfg.data, None if cfg.heldout_data else "train", cfg.size, seed=cfg.seed, **checked)
+            heldout = None
+            if not cfg.heldout_data:
+                heldout = make_dataset(cfg.data, "heldout", cfg.size, seed=cfg.seed, **checked)
         if cfg.heldout_data:
-            heldout = ImageFolder(cfg.heldout_data, size=cfg.size, split=None, augment=False)
+            heldout = ImageFolder(cfg.heldout_data, size=cfg.size, split=None, augment=False, **checked)
     except (OSError, ValueError) as error:  # FileNotFoundError, NotADirectoryError, "no image files", ...
         raise TrainerError(f"data: {error}") from None
     return train, heldout
+
+
+def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``max |x|`` over ``tensors`` as a float32 scalar tensor, NaN if any holds a NaN (no host sync)."""
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one foreach kernel
+    if total_norm is not None:
+        return total_norm(tensors, norm_type=math.inf).float()
+    return torch.stack([t.detach().abs().amax().float() for t in tensors]).amax()
 
 
 def _mask_seed(seed: int, rank: int) -> int:
@@ -468,8 +508,95 @@ class Trainer:
         random.seed(_mask_seed(cfg.seed, rank))
         self.step = self.epoch = self.batch_in_epoch = 0
         self.run_dir = Path(cfg.out)
+        self.last_checkpoint: Path | None = None  # the newest checkpoint written or resumed from (all finite)
+        self.skips_total = self.skips_consecutive = 0  # --nonfinite skip: steps with a skipped update
+        self._skipped_now: list[str] = []
 
     # ---- one step --------------------------------------------------------------------------------------------------
+
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        return f"last good checkpoint: {self.last_checkpoint}"
+
+    def _guard(self, net: str, terms: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> bool:
+        """True when ``terms``, the gradients and the weights of ``optimizer``'s parameters are all finite.
+
+        One host sync: the terms, max |gradient| and max |weight| are stacked and tested together (under
+        torch.distributed they are summed over processes first, so every process decides alike). Otherwise,
+        by ``--nonfinite``: ``stop`` raises :class:`NonFiniteError` before the optimiser step; ``skip`` drops
+        the gradients, leaves the weights and Adam's state as they are and returns False. Non-finite weights
+        (an earlier update diverged) cannot be skipped and always stop.
+        """
+        names = sorted(terms)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        values = [terms[k].detach().float().reshape(()) for k in names]
+        labels = [f"{net.lower()}_{k}" for k in names]
+        if grads:
+            values.append(_max_abs(grads))
+            labels.append(f"max |gradient| of {net}")
+        values.append(_max_abs([p.detach() for p in params]))
+        labels.append(f"max |weight| of {net}")
+        stacked = torch.stack(values)
+        if self.dist.world_size > 1:
+            dist.all_reduce(stacked)  # a NaN/inf in any process reaches every process
+        finite = torch.isfinite(stacked)
+        if bool(finite.all()):  # the host sync
+            return True
+        bad = [f"{a} = {v:g}" for a, v, ok in zip(labels, stacked.tolist(), finite.tolist(), strict=True) if not ok]
+        what, step = ", ".join(bad), self.step + 1
+        if not finite[-1]:
+            raise NonFiniteError(
+                f"step {step}: the weights of {net} are non-finite ({what}): an earlier update diverged; "
+                f"{self._last_good()}"
+            )
+        if self.cfg.nonfinite == "stop":
+            raise NonFiniteError(
+                f"step {step}: non-finite {what}; stopped before {net}'s update (--nonfinite stop); "
+                f"{self._last_good()}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        self._skipped_now.append(f"{net} ({what})")
+        return False
+
+    def _count_skips(self) -> None:
+        """``--nonfinite skip``: count steps with a skipped update; ``--max-skips`` in a row stop the run."""
+        if not self._skipped_now:
+            self.skips_consecutive = 0
+            return
+        self.skips_consecutive += 1
+        self.skips_total += 1
+        what, step = "; ".join(self._skipped_now), self.step + 1
+        if self.skips_consecutive >= self.cfg.max_skips:
+            raise NonFiniteError(
+                f"step {step}: non-finite values in {self.skips_consecutive} consecutive steps (--max-skips "
+                f"{self.cfg.max_skips}), the last: {what}; {self._last_good()}"
+            )
+        if self.dist.main:
+            print(
+                f"step {step}: skipped the update of {what} (--nonfinite skip; {self.skips_consecutive} in a row, "
+                f"{self.skips_total} in all)",
+                file=sys.stderr,
+            )
+
+    def _check_finite_state(self) -> None:
+        """Raise :class:`NonFiniteError` if a weight, buffer or optimiser state holds a NaN or an infinity."""
+        named: list[tuple[str, Any]] = []
+        for prefix, module in (("generator", self.G), ("discriminator", self.D), ("loss", self.loss)):
+            named += [(f"{prefix}.{k}", v) for k, v in module.state_dict().items()]
+        for prefix, optimizer in (("optim_g", self.opt_g), ("optim_d", self.opt_d)):
+            for index, state in optimizer.state_dict()["state"].items():
+                named += [(f"{prefix}.state[{index}].{k}", v) for k, v in state.items()]
+        floats = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        flags = torch.stack([torch.isfinite(t).all() for _, t in floats])
+        if bool(flags.all()):
+            return
+        bad = [n for (n, _), ok in zip(floats, flags.tolist(), strict=True) if not ok]
+        raise NonFiniteError(
+            f"step {self.step}: non-finite {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            + f"; the checkpoint was not written; {self._last_good()}"
+        )
 
     def train_step(self, image: torch.Tensor, hole: torch.Tensor, *, update: bool = True) -> dict[str, torch.Tensor]:
         """One D step and one G step on ``image`` ``(B, C, H, W)`` with ``hole`` ``(B, 1, H, W)``.
@@ -479,21 +606,24 @@ class Trainer:
         at the current weights.
         """
         image, hole = image.to(self.device, non_blocking=True), hole.to(self.device, non_blocking=True)
+        self._skipped_now = []
         prediction = self.G_train(SF.corrupt(image, hole, fill=FILL), hole)  # raw x^, float32
 
         d_terms = self.loss.discriminator_step(prediction, image, hole)  # D (and its per-pixel head)
         self.opt_d.zero_grad(set_to_none=True)
         d_terms["total"].backward()
         average_gradients(self.D.parameters(), self.dist)
-        if update:
+        if update and self._guard("D", d_terms, self.opt_d):  # NaN/inf: stop, or skip this update
             self.opt_d.step()
 
         g_terms = self.loss.generator_step(prediction, image, hole)  # G (+ projection head), D frozen
         self.opt_g.zero_grad(set_to_none=True)
         g_terms["total"].backward()  # G's gradients are averaged by DDP
         average_gradients(self.loss.parameters(), self.dist)
-        if update:
+        if update and self._guard("G", g_terms, self.opt_g):
             self.opt_g.step()
+        if update:
+            self._count_skips()
         return {
             **{f"d_{k}": v.detach() for k, v in d_terms.items()},
             **{f"g_{k}": v.detach() for k, v in g_terms.items()},
@@ -522,6 +652,7 @@ class Trainer:
             "optim_d": self.opt_d.state_dict(),
             "rng": ranks,
             "torch_version": str(torch.__version__),
+            "nonfinite_skips": {"total": self.skips_total, "consecutive": self.skips_consecutive},
         }
 
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
@@ -563,6 +694,8 @@ class Trainer:
             except (KeyError, TypeError, ValueError) as error:
                 raise TrainerError(f"{source}: mask generator state does not fit: {error}") from None
         self.step, self.epoch, self.batch_in_epoch = step, epoch, batch
+        skips = state.get("nonfinite_skips") or {}
+        self.skips_total, self.skips_consecutive = int(skips.get("total", 0)), int(skips.get("consecutive", 0))
 
     # ---- outputs ---------------------------------------------------------------------------------------------------
 
@@ -618,11 +751,21 @@ class Trainer:
         return result
 
     def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step_*.pt`` (rank 0), then delete all but the newest ``keep_checkpoints``.
+
+        Never writes non-finite weights or optimiser state (:class:`NonFiniteError` instead), and deletes older
+        checkpoints only after the new file has been read back and its hash verified.
+        """
+        self._check_finite_state()  # identical weights in every process: every process decides alike
         state = self.state_dict()  # collective
-        if not self.dist.main:
-            return None
         folder = self.run_dir / "checkpoints"
-        path = save_checkpoint(state, folder / f"step_{self.step:07d}.pt")
+        path = folder / f"step_{self.step:07d}.pt"
+        if not self.dist.main:
+            self.last_checkpoint = path
+            return None
+        save_checkpoint(state, path)
+        verify_checkpoint(path)  # read back: a bad write must not rotate the previous good checkpoint away
+        self.last_checkpoint = path
         old = sorted(folder.glob("step_*.pt"))[: -self.cfg.keep_checkpoints or None]
         for stale in old if self.cfg.keep_checkpoints else []:
             stale.unlink(missing_ok=True)
@@ -737,7 +880,7 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
 
 
 def resolve_checkpoint(path: str) -> Path:
-    """A checkpoint file, or the newest ``checkpoints/step_*.pt`` of a run folder."""
+    """A checkpoint file, or the newest ``checkpoints/step_*.pt`` of a run folder (not verified)."""
     p = Path(path)
     if p.is_dir():
         found = sorted((p / "checkpoints").glob("step_*.pt")) or sorted(p.glob("step_*.pt"))
@@ -749,6 +892,20 @@ def resolve_checkpoint(path: str) -> Path:
     return p
 
 
+def load_resume(path: str) -> tuple[Path, dict[str, Any], list[Path]]:
+    """``(file, state, skipped)`` to resume from: a checkpoint file as given, or the newest checkpoint of a run
+    folder that loads; corrupt newer ones are skipped with a warning (``skipped``, see :func:`load_newest`)."""
+    p = Path(path)
+    if p.is_dir():
+        found = sorted((p / "checkpoints").glob("step_*.pt")) or sorted(p.glob("step_*.pt"))
+        if not found:
+            raise TrainerError(f"--resume: no checkpoints/step_*.pt under the folder {path!r}")
+        return load_newest(found)
+    if not p.exists():
+        raise TrainerError(f"--resume: checkpoint {path!r} does not exist")
+    return p, load_checkpoint(p), []
+
+
 def _run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
@@ -758,34 +915,82 @@ def _existing_run(run_dir: Path) -> list[Path]:
     return [run_dir / n for n in names if (run_dir / n).exists()]
 
 
+def _occupied(cfg: TrainConfig, existing: list[Path]) -> str:
+    names = ", ".join(p.name for p in existing)
+    if sorted(Path(cfg.out).glob("checkpoints/step_*.pt")):
+        return (
+            f"--out {cfg.out!r} already holds a run ({names}); pass --resume {cfg.out} to continue it or --overwrite "
+            "to start over"
+        )
+    return (
+        f"--out {cfg.out!r} holds the files of a run that wrote no checkpoint ({names}), so there is nothing to "
+        "resume; pass --overwrite to start over"
+    )
+
+
+def _agree(info: DistInfo, failure: TrainerError | None) -> None:
+    """Raise ``failure``, or another process's, in every process (a collective under torch.distributed).
+
+    Also the barrier that keeps rank 0 from writing into the run folder before every process has checked it.
+    """
+    if info.world_size > 1:
+        failures: list[str | None] = [None] * info.world_size
+        dist.all_gather_object(failures, None if failure is None else str(failure))
+        if failure is None:
+            for rank, message in enumerate(failures):
+                if message is not None:
+                    raise TrainerError(f"rank {rank}: {message}")
+    if failure is not None:
+        raise failure
+
+
+def _clean_interrupted_writes(run_dir: Path, corrupt: list[Path]) -> None:
+    """Rank 0, at start-up: delete temporary files of writes killed before their rename; move corrupt
+    checkpoints that a resume skipped aside (``*.pt.corrupt``), so neither rotation nor the next resume meets them."""
+    removed = remove_stale_temp_files(run_dir / "checkpoints", "step_*.pt")
+    removed += remove_stale_temp_files(run_dir / "samples", "step_*.png")
+    for name in ("config.json", "train_log.jsonl", "metrics.json", "metrics.md"):
+        removed += remove_stale_temp_files(run_dir, name)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted write in {run_dir}", file=sys.stderr)
+    for path in corrupt:
+        if path.parent.resolve() == (run_dir / "checkpoints").resolve() and path.exists():
+            path.replace(path.with_name(path.name + ".corrupt"))
+            print(f"moved the corrupt checkpoint {str(path)!r} aside to {path.name}.corrupt", file=sys.stderr)
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train as ``cfg`` says and return the held-out metrics (``{}`` on other ranks than 0).
 
     Every check (configuration, data, masks, checkpoint, run folder) happens before the first file is written:
     a :class:`TrainerError` leaves the run folder exactly as it was.
     """
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg)  # validates the configuration, and decodes every image of a --data folder
     main = trainer.dist.main
     resume_step = None
-    existing = _existing_run(trainer.run_dir)
-    if cfg.resume:
-        path = resolve_checkpoint(cfg.resume)
-        trainer.load_state_dict(load_checkpoint(path), source=f"checkpoint {str(path)!r}")
-        resume_step = trainer.step
-        if existing and _run_dir_of(path).resolve() != trainer.run_dir.resolve():
-            raise TrainerError(
-                f"--out {cfg.out!r} already holds another run ({', '.join(p.name for p in existing)}); resume into "
-                f"the checkpoint's own folder {str(_run_dir_of(path))!r} or into a new one"
-            )
-    else:
-        if existing and not cfg.overwrite:
-            raise TrainerError(
-                f"--out {cfg.out!r} already holds a run ({', '.join(p.name for p in existing)}); pass "
-                f"--resume {cfg.out} to continue it or --overwrite to start over"
-            )
+    corrupt: list[Path] = []
+    failure: TrainerError | None = None
+    try:  # every process checks, then all agree (_agree) before rank 0 writes anything
+        existing = _existing_run(trainer.run_dir)
+        if cfg.resume:
+            path, state, corrupt = load_resume(cfg.resume)
+            trainer.load_state_dict(state, source=f"checkpoint {str(path)!r}")
+            trainer.last_checkpoint = path
+            resume_step = trainer.step
+            if existing and _run_dir_of(path).resolve() != trainer.run_dir.resolve():
+                raise TrainerError(
+                    f"--out {cfg.out!r} already holds another run ({', '.join(p.name for p in existing)}); resume "
+                    f"into the checkpoint's own folder {str(_run_dir_of(path))!r} or into a new one"
+                )
+        elif existing and not cfg.overwrite:
+            raise TrainerError(_occupied(cfg, existing))
+    except TrainerError as error:
+        failure = error
+    _agree(trainer.dist, failure)
     # ---- from here on, files are written ----
     if main:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        _clean_interrupted_writes(trainer.run_dir, corrupt)
         if not cfg.resume and cfg.overwrite:
             run_dir = trainer.run_dir
             for stale in [
@@ -837,8 +1042,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     if demo:
         values.update(overwrite=True, threads=1)
     if given.get("resume"):
-        path = resolve_checkpoint(given["resume"])
-        saved = load_checkpoint(path)["config"]
+        path, state, _ = load_resume(given["resume"])
+        saved = state["config"]
         values.update({k: saved[k] for k in RESUME_KEYS if k in saved})
         if "out" not in given:
             values["out"] = str(_run_dir_of(path))
@@ -848,7 +1053,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 with a one-line message on a :class:`TrainerError`)."""
+    """Command-line entry point; returns the exit status with a one-line message on stderr and no traceback:
+    2 for a :class:`TrainerError` (bad input, refused before anything is written), 3 for a
+    :class:`NonFiniteError` (training diverged; the message names the step, the term and the last good checkpoint).
+    """
     try:
         cfg = config_from_args(argv)
         started = time.perf_counter()
@@ -856,7 +1064,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainerError as error:
         rank = f"[rank {dist.get_rank()}] " if dist.is_initialized() else ""
         print(f"{rank}error: {error}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(error, NonFiniteError) else 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
