@@ -23,6 +23,7 @@ Run from the repository root::
 
     python benchmarks/ablation.py --quick                  # smoke run, seconds (tiny nets, 1 seed, 2 steps)
     python benchmarks/ablation.py --config small --jobs 2  # CPU: 32x32, small nets, 5 seeds, ~20 min on 2 cores
+    python benchmarks/ablation.py --config cpu --jobs 2    # CPU: 32x32, 500 steps, 6 paired seeds, ~1 h
     python benchmarks/ablation.py --config gpu             # GPU: 256x256, paper-like widths, 3 seeds
     python benchmarks/ablation.py --config gpu --data /path/to/celeba --steps 50000   # closer to the paper
 
@@ -31,8 +32,10 @@ trainer's samples, logs, metrics; checkpoints are deleted once the generator is 
 ``--keep-checkpoints``). Only summaries go to ``--results-dir`` (default ``benchmarks/results/ablation/<config>/``):
 
 - ``table.md`` / ``table.csv`` / ``summary.json``: mean, sample std (ddof = 1) and min-max over seeds, per
-  hole-ratio bucket, for L1 (lower is better), PSNR and SSIM (higher is better); paired differences;
-  the ordering check; the exact command, wall time and machine;
+  hole-ratio bucket, for L1 (lower is better), PSNR and SSIM (higher is better) and the detectability probe's
+  AUROC and AP (lower is better: a fresh segmenter trained for ``--probe-steps`` on the run's composites finds
+  fewer of the held-out holes; :func:`scatloss.evaluate.detectability`); paired differences with a paired
+  t-test and an exact sign-flip test over seeds; the ordering check; the exact command, wall time and machine;
 - ``runs.csv``: every run's numbers;
 - ``curves.png``: loss terms vs step, one line per row (mean over seeds, band = min-max over seeds);
 - ``metrics.png``: final metrics per row, one panel per metric and bucket (bar = mean, error bar = std, dots = seeds);
@@ -107,10 +110,15 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("l1", "Mean L1 ↓", False),
     ("psnr", "PSNR (dB) ↑", True),
     ("ssim", "SSIM ↑", True),
+    ("probe_auroc", "Probe AUROC ↓", False),
+    ("probe_ap", "Probe AP ↓", False),
 )
-"""``(key, display name, higher_is_better)``."""
+"""``(key, display name, higher_is_better)``. ``probe_*``: detectability of the generator's fills, i.e. how well a
+fresh probe segmenter trained on its composites finds the holes of held-out ones
+(:func:`scatloss.evaluate.detectability`; lower = more seamless). Metrics that no run reports (e.g. summaries
+written before the probe existed) are left out of every table."""
 
-DIGITS = {"l1": 4, "psnr": 2, "ssim": 3}
+DIGITS = {"l1": 4, "psnr": 2, "ssim": 3, "probe_auroc": 3, "probe_ap": 3}
 EVAL_SEED = 0
 """Seed of the common held-out set (crops and masks) every run is scored on, whatever its training seed."""
 CURVE_TERMS: tuple[tuple[str, str], ...] = (
@@ -144,6 +152,10 @@ class Preset:
     threads: int | None = None
     """Default torch threads per job (None: cores // jobs). Tiny nets run fastest on one thread per process:
     intra-op threads only add synchronisation, which costs seconds per step on an oversubscribed machine."""
+    probe_steps: int = 200
+    """Training steps of the detectability probe (a fresh segmenter per run; 0: no probe)."""
+    probe_images: int = 256
+    """Training crops of the probe (the training split of the evaluation seed; scored on the held-out set)."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -152,15 +164,22 @@ PRESETS: dict[str, Preset] = {
         eval_images=64, seeds=(0, 1, 2, 3, 4), log_every=10, grid_images=6,
         description="CPU: 32x32 crops, G 16 ch x 2 AOT blocks, D 16 ch depth 4, batch 8", threads=1,
     ),
+    "cpu": Preset(
+        size=32, batch_size=8, steps=500, g_channels=16, g_blocks=2, d_channels=16, d_depth=4,
+        eval_images=64, seeds=(0, 1, 2, 3, 4, 5), log_every=10, grid_images=6,
+        description="CPU, about an hour on 2 busy cores: 32x32 crops, G 16 ch x 2 AOT blocks, D 16 ch depth 4, "
+        "batch 8, 6 paired seeds", threads=1, probe_steps=200,
+    ),
     "gpu": Preset(
         size=256, batch_size=8, steps=20000, g_channels=64, g_blocks=8, d_channels=64, d_depth=5,
         eval_images=128, seeds=(0, 1, 2), log_every=50, grid_images=6,
-        description="GPU: 256x256 crops, paper-like widths (G 64 ch x 8 AOT blocks, D 64 ch depth 5, 1024-d), batch 8",
+        description="GPU: 256x256 crops, paper-like widths (G 64 ch x 8 AOT blocks, D 64 ch depth 5, 1024-d), "
+        "batch 8, M = 8 negatives (every mask of the batch)", probe_steps=1000, probe_images=512,
     ),
     "quick": Preset(
         size=32, batch_size=4, steps=2, g_channels=4, g_blocks=1, d_channels=4, d_depth=4,
         eval_images=4, seeds=(0,), log_every=1, grid_images=3,
-        description="smoke run: 32x32, tiny nets, 2 steps, 1 seed", threads=1,
+        description="smoke run: 32x32, tiny nets, 2 steps, 1 seed", threads=1, probe_steps=2, probe_images=8,
     ),
 }  # fmt: skip
 """Named configurations (``--config``; ``--quick`` = ``quick``). Learning rates, betas and loss weights are the
@@ -191,6 +210,88 @@ def _bucket_values(report: Mapping[str, Any]) -> dict[str, dict[str, float | Non
     return {b["name"]: {m: b.get(m) for m, _, _ in METRICS} for b in report["buckets"]}
 
 
+def _metrics_of(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[tuple[str, str, bool]]:
+    """The entries of :data:`METRICS` that at least one report has a value for."""
+    found = {
+        m for per_seed in results.values() for report in per_seed.values() for b in report["buckets"]
+        for m, _, _ in METRICS if b.get(m) is not None
+    }  # fmt: skip
+    return [entry for entry in METRICS if entry[0] in found]
+
+
+_EXACT_SIGN_FLIPS = 16
+_RANDOM_SIGN_FLIPS = 16384
+
+
+def paired_test(diffs: Sequence[float]) -> dict[str, float | None]:
+    """Two-sided tests of "mean paired difference = 0" over seeds (numpy only).
+
+    - ``p_t``: paired t-test, ``t = mean / (std / sqrt(n))`` with ``n - 1`` degrees of freedom (Student's t
+      distribution via the regularised incomplete beta function); None when ``n < 2``; 1.0 when every difference
+      is 0; 0.0 when they are all equal and non-zero (std 0).
+    - ``p_signflip``: exact sign-flip permutation test: the share of the ``2**n`` sign patterns whose
+      ``|mean|`` is at least the observed one (no normality assumed; its smallest value is ``2 / 2**n``, e.g.
+      0.0625 for 5 seeds, so few seeds can never reach p < 0.05 on it); None when ``n == 0``. Above 16 seeds,
+      16384 random sign patterns (fixed seed) estimate it.
+    """
+    d = np.asarray([float(x) for x in diffs], dtype=np.float64)
+    n = len(d)
+    out: dict[str, float | None] = {"t": None, "p_t": None, "p_signflip": None}
+    if n == 0:
+        return out
+    observed = abs(d.mean())
+    if n <= _EXACT_SIGN_FLIPS:
+        signs = 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1)  # (2**n, n) of +-1
+        means = np.abs((signs * d).mean(axis=1))
+        out["p_signflip"] = float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
+    else:  # Monte Carlo with a fixed seed, the observed pattern counted once (never p = 0)
+        rng = np.random.default_rng(0)
+        signs = rng.choice([-1.0, 1.0], size=(_RANDOM_SIGN_FLIPS, n))
+        means = np.abs((signs * d).mean(axis=1))
+        hits = int(np.sum(means >= observed - 1e-12 * max(1.0, observed)))
+        out["p_signflip"] = (hits + 1) / (_RANDOM_SIGN_FLIPS + 1)
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        out["t"], out["p_t"] = (0.0, 1.0) if observed == 0.0 else (math.copysign(math.inf, d.mean()), 0.0)
+        return out
+    t = float(d.mean() / (sd / math.sqrt(n)))
+    df = n - 1
+    out["t"] = t
+    out["p_t"] = _betainc(df / 2.0, 0.5, df / (df + t * t))  # two-sided p of Student's t
+    return out
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta ``I_x(a, b)`` by its continued fraction (modified Lentz), ``0 <= x <= 1``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast on this side
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-14:
+            break
+    return min(1.0, max(0.0, front * (f - 1.0)))
+
+
 def _buckets_of(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[str]:
     names: list[str] = []
     for per_seed in results.values():
@@ -212,9 +313,10 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[di
         ``values`` (per seed, same order) and the keys of :func:`summarize`.
     """
     rows = []
+    metrics = _metrics_of(results)
     for bucket in _buckets_of(results):
         for objective, per_seed in results.items():
-            for metric, _, _ in METRICS:
+            for metric, _, _ in metrics:
                 seeds, values = [], []
                 for seed in sorted(per_seed):
                     value = _bucket_values(per_seed[seed]).get(bucket, {}).get(metric)
@@ -248,16 +350,18 @@ def paired_differences(
     Returns:
         One dict per (objective other than the first / the reference, bucket, metric): ``objective``,
         ``reference``, ``bucket``, ``metric``, ``diffs`` (per common seed), ``improved`` (seeds where the row
-        is better, in the metric's direction), the keys of :func:`summarize` of ``diffs``.
+        is better, in the metric's direction), the keys of :func:`summarize` of ``diffs`` and of
+        :func:`paired_test` (``t``, ``p_t``, ``p_signflip``).
     """
     order = list(results)
+    metrics = _metrics_of(results)
     rows = []
     for bucket in _buckets_of(results):
         for i, objective in enumerate(order):
             reference = (order[i - 1] if i > 0 else None) if against == "previous" else against
             if reference is None or reference == objective or reference not in results:
                 continue
-            for metric, _, higher in METRICS:
+            for metric, _, higher in metrics:
                 diffs = []
                 for seed in sorted(set(results[objective]) & set(results[reference])):
                     a = _bucket_values(results[objective][seed]).get(bucket, {}).get(metric)
@@ -274,6 +378,7 @@ def paired_differences(
                         "diffs": diffs,
                         "improved": improved,
                         **summarize(diffs),
+                        **paired_test(diffs),
                     }
                 )
     return rows
@@ -291,7 +396,7 @@ def ordering_check(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> li
     agg = {(r["objective"], r["bucket"], r["metric"]): r for r in aggregate(results)}
     out = []
     for bucket in _buckets_of(results):
-        for metric, _, higher in METRICS:
+        for metric, _, higher in _metrics_of(results):
             cells = [agg.get((o, bucket, metric)) for o in order]
             means = [c["mean"] if c else None for c in cells]
             if any(m is None for m in means):
@@ -387,7 +492,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one (objective, seed), score it on the common held-out set, save its grid row; return the summary."""
     from examples.aotgan.train import FILL, TrainConfig, run
     from scatloss import functional as SF
-    from scatloss.evaluate import evaluate
+    from scatloss.evaluate import detectability, evaluate
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -411,6 +516,18 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         netG, heldout, masks_per_image=cfg.eval_masks, seed=EVAL_SEED, batch_size=max(8, cfg.batch_size),
         device=device, fill=FILL,
     )  # fmt: skip
+    metrics = report.to_dict()
+    probe = None
+    if spec.get("probe_steps"):
+        probe_train = _probe_train_images(cfg, int(spec.get("probe_images") or 256))
+        probe_report = detectability(
+            netG, probe_train, heldout, steps=int(spec["probe_steps"]), batch_size=cfg.batch_size, seed=EVAL_SEED,
+            masks_per_image=cfg.eval_masks, fill=FILL, device=device,
+        )  # fmt: skip
+        probe = probe_report.to_dict()
+        for bucket in metrics["buckets"]:
+            found = {b["name"]: b for b in probe["buckets"]}.get(bucket["name"], {})
+            bucket.update(probe_auroc=found.get("auroc"), probe_ap=found.get("ap"), probe_iou=found.get("iou"))
     with torch.no_grad():
         images, holes = images.to(device), holes.to(device)
         comp = SF.composite(netG(SF.corrupt(images, holes, fill=FILL), holes).float(), images, holes)
@@ -425,13 +542,22 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "train": spec["train"],
         "train_s": round(train_s, 2),
         "wall_s": round(time.perf_counter() - started, 2),
-        "metrics": report.to_dict(),
+        "metrics": metrics,
+        "probe": probe,  # detectability of the fills: a fresh segmenter trained on this generator's composites
         "trainer_metrics": trainer_metrics,  # the trainer's own held-out set (crops of seed `seed`)
         "log": log,
     }
     text = json.dumps(summary, indent=1, allow_nan=True) + "\n"
     summary_path.write_text(text, encoding="utf-8")
     return summary
+
+
+def _probe_train_images(cfg: Any, n: int) -> torch.Tensor:
+    """``n`` training crops of the evaluation seed (the same for every row and seed) for the probe to learn on."""
+    from examples.aotgan.train import build_datasets
+
+    train, _ = build_datasets(dataclasses.replace(cfg, seed=EVAL_SEED, train_length=n))
+    return torch.stack([train[i] for i in range(min(n, len(train)))])
 
 
 def _grid_inputs(cfg_dict: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -474,7 +600,10 @@ def _diff_cell(row: Mapping[str, Any]) -> str:
     text = f"{row['mean']:+.{d}f}"
     if row["std"] is not None:
         text += f" ± {row['std']:.{d}f}"
-    return text + f" [{row['improved']}/{row['n']}]"
+    text += f" [{row['improved']}/{row['n']}]"
+    if row.get("p_t") is not None or row.get("p_signflip") is not None:
+        text += f" p {_fmt(row.get('p_t'), 2)} / {_fmt(row.get('p_signflip'), 2)}"
+    return text
 
 
 def table_markdown(summary: Mapping[str, Any]) -> str:
@@ -483,6 +612,8 @@ def table_markdown(summary: Mapping[str, Any]) -> str:
     found = list(dict.fromkeys(r["bucket"] for r in agg))
     buckets = sorted(found, key=lambda b: (b != "40-60%", found.index(b)))
     seeds = summary["seeds"]
+    present = {r["metric"] for r in agg}
+    metrics = [entry for entry in METRICS if entry[0] in present]
     parts = [
         f"Mean ± sample std over {len(seeds)} seed(s) {seeds} (min–max in brackets); every run scored on the same "
         f"{summary['eval_images']} held-out crops × 1 mask per bucket (seed {EVAL_SEED})."
@@ -491,11 +622,14 @@ def table_markdown(summary: Mapping[str, Any]) -> str:
     for bucket in buckets:
         note = " (Table 3's setting)" if bucket == "40-60%" else ""
         rows = [
-            [LABELS.get(o, o), *[_cell(index[(o, bucket, m)]) for m, _, _ in METRICS]]
+            [
+                LABELS.get(o, o),
+                *[_cell(index[(o, bucket, m)]) if (o, bucket, m) in index else "–" for m, _, _ in metrics],
+            ]  # fmt: skip
             for o in summary["objectives"]
             if (o, bucket, "l1") in index
         ]
-        parts.append(f"**Holes {bucket}**{note}\n\n" + markdown_table(["Row", *[n for _, n, _ in METRICS]], rows))
+        parts.append(f"**Holes {bucket}**{note}\n\n" + markdown_table(["Row", *[n for _, n, _ in metrics]], rows))
     prev = summary["paired_previous"]
     if prev:
         pindex = {(r["objective"], r["bucket"], r["metric"]): r for r in prev}
@@ -504,17 +638,19 @@ def table_markdown(summary: Mapping[str, Any]) -> str:
             for o in summary["objectives"][1:]:
                 if (o, bucket, "l1") in pindex:
                     rows.append([bucket, f"{SHORT.get(o, o)} − {SHORT.get(pindex[(o, bucket, 'l1')]['reference'])}"]
-                                + [_diff_cell(pindex[(o, bucket, m)]) for m, _, _ in METRICS])  # fmt: skip
+                                + [_diff_cell(pindex[(o, bucket, m)]) if (o, bucket, m) in pindex else "–"
+                                   for m, _, _ in metrics])  # fmt: skip
         parts.append(
             "**Paired differences, each row minus the row above** (same seed: same init, data, masks), mean ± std "
-            "over seeds, [seeds improved / seeds]:\n\n"
-            + markdown_table(["Holes", "Step", "Δ L1", "Δ PSNR", "Δ SSIM"], rows)
+            "over seeds, [seeds improved / seeds], two-sided p of the paired t-test / of the exact sign-flip test "
+            "(its smallest possible value is 2 / 2^seeds):\n\n"
+            + markdown_table(["Holes", "Step", *[f"Δ {n.rstrip(' ↑↓')}" for _, n, _ in metrics]], rows)
         )
     checks = summary["ordering"]
     if checks:
         rows = [
             [
-                c["bucket"], dict((m, n) for m, n, _ in METRICS)[c["metric"]],
+                c["bucket"], dict((m, n) for m, n, _ in metrics)[c["metric"]],
                 "yes" if c["holds_on_means"] else "no", " > ".join(SHORT.get(o, o) for o in c["ranking"]),
                 f"{c['seeds_holding']}/{c['n_seeds']}", _fmt(c["range_of_means"], DIGITS[c["metric"]] + 1),
                 _fmt(c["mean_seed_std"], DIGITS[c["metric"]] + 1), _fmt(c["ratio"], 2),
@@ -636,11 +772,13 @@ def plot_metrics(summary: Mapping[str, Any], path: Path) -> Path:
     objectives = summary["objectives"]
     buckets = list(dict.fromkeys(r["bucket"] for r in agg))
     index = {(r["objective"], r["bucket"], r["metric"]): r for r in agg}
+    present = {r["metric"] for r in agg}
+    metrics = [entry for entry in METRICS if entry[0] in present]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(
-        len(METRICS), len(buckets), figsize=(3.2 * len(buckets) + 0.6, 2.4 * len(METRICS)), squeeze=False
+        len(metrics), len(buckets), figsize=(3.2 * len(buckets) + 0.6, 2.4 * len(metrics)), squeeze=False
     )
-    for r, (metric, name, _) in enumerate(METRICS):
+    for r, (metric, name, _) in enumerate(metrics):
         for c, bucket in enumerate(buckets):
             ax = axes[r, c]
             lows, highs = [], []
@@ -738,7 +876,7 @@ def _run_facts(summary: Mapping[str, Any], link_root: Path | None) -> str:
 
 def results_section(results_root: Path, results_md: Path) -> str:
     """The ``ablation`` section of RESULTS.md, rebuilt from every ``<results_root>/*/summary.json``."""
-    order = {"small": 0, "gpu": 1}
+    order = {"small": 0, "cpu": 1, "gpu": 2}
     summaries = []
     for path in sorted(results_root.glob("*/summary.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -780,7 +918,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python benchmarks/ablation.py",
         description="Table 3 ablation (Baseline, +SCAT, +textural, +semantic) with the reference trainer.",
     )
-    p.add_argument("--config", choices=("small", "gpu"), default="small", help="preset (default small)")
+    p.add_argument("--config", choices=("small", "cpu", "gpu"), default="small", help="preset (default small)")
+    p.add_argument("--probe-steps", type=int, default=None,
+                   help="detectability probe steps per run (default: the preset's; 0: no probe)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="smoke run: 32x32, tiny nets, 2 steps, 1 seed")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the preset's)")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
@@ -841,7 +981,9 @@ def plan(args: argparse.Namespace) -> tuple[str, Preset, Path, Path, Path | None
             train = train_config_dict(preset, objective, seed, out, args, threads)
             TrainConfig(**train).validate()
             specs.append({"train": train, "threads": threads, "reuse": args.reuse,
-                          "keep_checkpoints": args.keep_checkpoints})  # fmt: skip
+                          "keep_checkpoints": args.keep_checkpoints,
+                          "probe_steps": preset.probe_steps if args.probe_steps is None else args.probe_steps,
+                          "probe_images": preset.probe_images})  # fmt: skip
     return name, preset, work, results, results_md, specs
 
 
@@ -867,7 +1009,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         m = {b["name"]: b for b in summary["metrics"]["buckets"]}.get("40-60%") or summary["metrics"]["buckets"][-1]
         print(f"  [{len(runs)}/{len(specs)}] {summary['objective']:<9} seed {summary['seed']}: "
               f"{summary['wall_s']:.0f} s{' (reused)' if summary.get('reused') else ''}, holes {m['name']}: "
-              f"L1 {m['l1']:.4f} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f}  [{time.perf_counter() - started:.0f} s]",
+              f"L1 {m['l1']:.4f} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} probe AUROC {_fmt(m.get('probe_auroc'), 3)}"
+              f"  [{time.perf_counter() - started:.0f} s]",
               flush=True)  # fmt: skip
 
     torch.set_num_threads(threads)  # the training processes' setting (recorded in the machine description)

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -30,13 +31,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_float_tensor, describe
+from ._validation import check_choice, check_float_tensor, check_hole, describe
 from .functional import composite, corrupt
 from .masks import BUCKETS, _check_buckets, bucket_name, bucket_of, free_form_mask, hole_ratio
 from .utils import atomic_write
@@ -45,9 +46,18 @@ __all__ = [
     "PSNR_CAP",
     "SSIM_MIN_SIZE",
     "BucketMetrics",
+    "ConfusionBucket",
+    "ConfusionReport",
     "EvaluationReport",
+    "binary_auroc",
+    "binary_average_precision",
+    "binary_iou",
+    "detectability",
     "evaluate",
+    "hole_detection_metrics",
     "image_metrics",
+    "segmentation_confusion",
+    "segmenter_p_generated",
 ]
 
 PSNR_CAP: float = 100.0
@@ -366,7 +376,8 @@ def evaluate(
         TypeError: ``generator`` is not callable, ``images`` is not a tensor or iterable of tensors, or an
             argument has the wrong type.
         ValueError: bad option values, images not 4-D / 3-D, outside ``[-1, 1]`` or smaller than
-            ``SSIM_MIN_SIZE``, no images at all, or a generator output of the wrong shape or with NaN/inf.
+            ``SSIM_MIN_SIZE``, no images at all, or a generator output of the wrong shape or with NaN/inf;
+            ``device`` names a device this machine cannot use (e.g. ``"cuda"`` without CUDA).
     """
     _require_torchmetrics()
     if not callable(generator):
@@ -467,7 +478,16 @@ def _resolve_device(device: torch.device | str | None, generator: Any, images: A
     if device is not None:
         if not isinstance(device, (torch.device, str)):
             raise TypeError(f"device: expected a torch.device, a string or None, got {describe(device)}")
-        return torch.device(device)
+        try:
+            resolved = torch.device(device)
+            torch.empty(0, device=resolved)  # torch raises AssertionError for CUDA without a CUDA build
+        except (AssertionError, RuntimeError) as error:
+            raise ValueError(
+                f"device: expected an available device, got {str(device)!r}, which this machine cannot use "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'unavailable'}); "
+                "pass device='cpu' or leave device=None"
+            ) from None
+        return resolved
     if isinstance(generator, nn.Module):
         for tensor in [*generator.parameters(), *generator.buffers()]:
             return tensor.device
@@ -640,3 +660,587 @@ def _fid_compute(metric: Any) -> float | None:
         return None
     value = float(metric.compute())
     return value if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Segmentation confusion: how well a segmenter finds the generated pixels of a composite
+# ----------------------------------------------------------------------------------------------------------------------
+
+SegmenterOutput = Literal["logit_real", "prob_generated"]
+"""What a segmenter returns per pixel: a logit of *real* (SCAT's convention: target 1 on known pixels, so
+``P(generated) = sigmoid(-logit)``), or a probability of *generated* in ``[0, 1]`` (e.g. AOT-GAN's soft-mask
+PatchGAN map)."""
+
+
+def binary_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Area under the ROC curve of ``scores`` for the positives ``labels == True``, ties counted half.
+
+    Rank-based (Mann-Whitney U with mid-ranks), in float64, torch only:
+    ``AUROC = (sum of the positives' mid-ranks - P (P + 1) / 2) / (P N)`` for ``P`` positives and ``N``
+    negatives. It equals the probability that a random positive scores above a random negative, a tie counting
+    1/2, which is also the trapezoidal area under the ROC curve with tied scores taken as one threshold
+    (what torchmetrics' ``binary_auroc`` computes with ``thresholds=None``). A perfect ranking gives 1.0, a
+    constant score 0.5, an inverted ranking 0.0.
+
+    Args:
+        scores: any shape, floating point, finite (higher = more likely positive).
+        labels: the same number of elements, bool (or 0/1 of any dtype).
+
+    Returns:
+        The AUROC, or None when there is no positive or no negative (undefined, never NaN).
+
+    Raises:
+        TypeError: ``scores`` is not a floating-point tensor.
+        ValueError: element counts differ, labels are not 0/1, or a score is NaN or infinite.
+    """
+    s, y = _check_scores_labels(scores, labels)
+    n_pos = int(y.sum())
+    n_neg = y.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = torch.argsort(s)
+    sorted_scores = s[order]
+    _, counts = torch.unique_consecutive(sorted_scores, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()  # 1-based rank of the last element of each tie group
+    mid = ends - (counts.double() - 1.0) / 2.0  # mean rank of each tie group
+    ranks = torch.repeat_interleave(mid, counts)
+    pos_rank_sum = float(ranks[y[order]].sum())
+    value = (pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return min(1.0, max(0.0, value))
+
+
+def binary_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Average precision: ``sum_k (R_k - R_{k-1}) P_k`` over the distinct score thresholds, highest first.
+
+    ``P_k`` and ``R_k`` are precision and recall when every element scoring ``>= t_k`` is called positive;
+    tied scores form one threshold (as in scikit-learn's ``average_precision_score`` and torchmetrics'
+    ``binary_average_precision``). A perfect ranking gives 1.0, a constant score the positive rate
+    ``P / (P + N)``.
+
+    Returns:
+        The AP in ``[0, 1]``, or None when there is no positive (undefined, never NaN).
+
+    Raises:
+        TypeError, ValueError: as :func:`binary_auroc`.
+    """
+    s, y = _check_scores_labels(scores, labels)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return None
+    order = torch.argsort(s, descending=True)
+    sorted_scores, sorted_labels = s[order], y[order].double()
+    _, counts = torch.unique_consecutive(sorted_scores, return_counts=True)
+    last = torch.cumsum(counts, 0) - 1  # index of the last element of each tie group
+    tp = torch.cumsum(sorted_labels, 0)[last]
+    predicted = (last + 1).double()
+    precision = tp / predicted
+    recall = tp / n_pos
+    previous = torch.cat([recall.new_zeros(1), recall[:-1]])
+    return float(((recall - previous) * precision).sum())
+
+
+def binary_iou(predicted: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Intersection over union of two binary sets: ``|predicted & labels| / |predicted | labels|``.
+
+    Returns None when both are empty (undefined, never NaN).
+    """
+    p = predicted.reshape(-1).bool()
+    y = labels.reshape(-1).bool()
+    if p.numel() != y.numel():
+        raise ValueError(f"predicted: expected {y.numel()} elements like labels, got {p.numel()}")
+    union = int((p | y).sum())
+    if union == 0:
+        return None
+    return int((p & y).sum()) / union
+
+
+def _check_scores_labels(scores: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    check_float_tensor("scores", scores)
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels: expected a bool or 0/1 torch.Tensor, got {describe(labels)}")
+    if scores.numel() != labels.numel():
+        raise ValueError(
+            f"labels: expected as many elements as scores ({scores.numel()}, shape {tuple(scores.shape)}), "
+            f"got {labels.numel()} (shape {tuple(labels.shape)})"
+        )
+    s = scores.detach().reshape(-1).double()
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError(f"scores: expected finite values, got {int((~torch.isfinite(s)).sum())} NaN or inf")
+    if labels.dtype == torch.bool:
+        y = labels.detach().reshape(-1)
+    else:
+        flat = labels.detach().reshape(-1)
+        if flat.numel() and not bool(((flat == 0) | (flat == 1)).all()):
+            raise ValueError("labels: expected 0/1 (or bool) labels, got other values")
+        y = flat == 1
+    return s, y.to(s.device)
+
+
+def hole_detection_metrics(
+    p_generated: torch.Tensor, hole: torch.Tensor, *, threshold: float = 0.5
+) -> dict[str, float | int | None]:
+    """How well a per-pixel map of ``P(generated)`` finds the holes: AUROC, AP and IoU, pooled over all pixels.
+
+    The positives are the hole pixels (``hole == 1``), the scores ``p_generated``; IoU compares
+    ``p_generated >= threshold`` with the holes. Pixels of every image are pooled (micro average), so
+    images without holes simply contribute negatives.
+
+    Args:
+        p_generated: ``(B, 1, H, W)`` probabilities in ``[0, 1]`` that each pixel was generated.
+        hole: ``(B, 1, H, W)`` binary hole mask (1 = missing), float or bool, **the same size** as the map
+            (nothing is resampled: resample the map or the mask yourself, as your loss does).
+        threshold: decision threshold for the IoU, in ``(0, 1)``.
+
+    Returns:
+        ``{"auroc", "ap", "iou", "hole_pixels", "known_pixels"}``; ``auroc`` is None when there is no hole or no
+        known pixel, ``ap`` None without holes, ``iou`` None when there is no hole and nothing is called generated.
+
+    Raises:
+        TypeError: wrong types.
+        ValueError: shapes differ or are not ``(B, 1, H, W)``, the hole mask is not binary, a probability lies
+            outside ``[0, 1]`` or is NaN, or ``threshold`` is outside ``(0, 1)``.
+    """
+    check_float_tensor("p_generated", p_generated, ndim=4)
+    check_hole(hole)
+    if p_generated.shape != hole.shape:
+        raise ValueError(
+            f"p_generated: expected the shape of hole {tuple(hole.shape)} (B, 1, H, W; nothing is resampled), "
+            f"got {tuple(p_generated.shape)}"
+        )
+    _check_threshold(threshold)
+    p = p_generated.detach()
+    if p.numel() and not bool(((p >= 0) & (p <= 1)).all()):  # also catches NaN
+        raise ValueError(
+            f"p_generated: expected probabilities in [0, 1], got values in [{float(p.min()):g}, {float(p.max()):g}]"
+        )
+    labels = _binary_hole(hole)
+    n_hole = int(labels.sum())
+    return {
+        "auroc": binary_auroc(p, labels),
+        "ap": binary_average_precision(p, labels),
+        "iou": binary_iou(p >= threshold, labels),
+        "hole_pixels": n_hole,
+        "known_pixels": labels.numel() - n_hole,
+    }
+
+
+def _binary_hole(hole: torch.Tensor) -> torch.Tensor:
+    h = hole.detach()
+    if h.dtype == torch.bool:
+        return h
+    if h.numel() and not bool(((h == 0) | (h == 1)).all()):
+        raise ValueError(
+            "hole: expected a binary mask (0 or 1) to label pixels generated or known, got fractional values; "
+            "threshold it (e.g. hole > 0.5) first"
+        )
+    return h == 1
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold: expected a float in (0, 1), got {describe(threshold)}")
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold: expected a float in (0, 1), got {threshold}")
+    return float(threshold)
+
+
+def segmenter_p_generated(
+    segmenter: Callable[[torch.Tensor], Any], images: torch.Tensor, *, output: SegmenterOutput = "logit_real"
+) -> torch.Tensor:
+    """Run ``segmenter`` on ``images`` ``(B, C, H, W)`` and return ``P(generated)`` ``(B, 1, H, W)`` in float32.
+
+    Raises:
+        TypeError: the segmenter returned something else than a floating-point tensor (e.g. the
+            ``(global, pixel)`` tuple of :class:`scatloss.nets.UNetDiscriminator`: pass ``lambda x: D(x)[1]``).
+        ValueError: the map is not ``(B, 1, H, W)`` at the images' size, holds NaN/inf, or (``prob_generated``)
+            leaves ``[0, 1]``.
+    """
+    check_choice("output", output, ("logit_real", "prob_generated"))
+    out = segmenter(images)
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        hint = (
+            " (a two-headed discriminator returns (global, pixel): pass lambda x: D(x)[1])"
+            if isinstance(out, (tuple, list))
+            else ""
+        )
+        raise TypeError(f"segmenter: expected a floating-point (B, 1, H, W) tensor, got {describe(out)}{hint}")
+    b, _, h, w = images.shape
+    if tuple(out.shape) != (b, 1, h, w):
+        raise ValueError(
+            f"segmenter: expected a per-pixel map of shape {(b, 1, h, w)} (one channel at the images' size), "
+            f"got {tuple(out.shape)}"
+        )
+    out = out.detach().float()
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"segmenter: expected finite outputs, got NaN or inf in {_count_nonfinite(out)} image(s)")
+    if output == "logit_real":
+        return torch.sigmoid(-out)
+    if not bool(((out >= 0) & (out <= 1)).all()):
+        raise ValueError(
+            f"segmenter: output='prob_generated' expects values in [0, 1], got [{float(out.min()):g}, "
+            f"{float(out.max()):g}]; use output='logit_real' for logits"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class ConfusionBucket:
+    """Hole-detection scores of one hole-ratio bucket (pixels of all its samples pooled).
+
+    Attributes:
+        name: e.g. ``"20-40%"`` or ``"all"``.
+        bounds: ``(lo, hi)`` hole-ratio bounds.
+        count: samples (image, mask) scored.
+        auroc: ROC area of ``P(generated)`` for hole vs known pixels (1 = every hole found, 0.5 = chance,
+            lower = holes look *more* real than the known pixels); None when the bucket is empty.
+        ap: average precision for hole pixels (chance = the hole fraction); None when empty.
+        iou: IoU of ``P(generated) >= threshold`` with the holes; None when empty or undefined.
+        hole_pixels: hole pixels pooled.
+        known_pixels: known pixels pooled.
+    """
+
+    name: str
+    bounds: tuple[float, float]
+    count: int
+    auroc: float | None
+    ap: float | None
+    iou: float | None
+    hole_pixels: int = 0
+    known_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class ConfusionReport:
+    """Result of :func:`segmentation_confusion` or :func:`detectability`.
+
+    Attributes:
+        buckets: one :class:`ConfusionBucket` per hole-ratio bucket.
+        overall: every scored sample pooled (``name = "all"``).
+        threshold: IoU threshold on ``P(generated)``.
+        n_images, masks_per_image, seed, fill, out_of_bucket: as in :class:`EvaluationReport`.
+        probe: for :func:`detectability`, the probe's training settings (steps, lr, ...); None otherwise.
+    """
+
+    buckets: tuple[ConfusionBucket, ...]
+    overall: ConfusionBucket
+    threshold: float
+    n_images: int
+    masks_per_image: int
+    seed: int
+    fill: float = 1.0
+    out_of_bucket: int = 0
+    probe: dict[str, Any] | None = None
+
+    def __getitem__(self, name: str) -> ConfusionBucket:
+        """The bucket called ``name`` (``"all"`` for :attr:`overall`)."""
+        for bucket in (*self.buckets, self.overall):
+            if bucket.name == name:
+                return bucket
+        raise KeyError(f"name: expected one of {[b.name for b in self.buckets] + ['all']}, got {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (undefined scores are None, never NaN)."""
+        out = asdict(self)
+        out["buckets"] = [{**asdict(b), "bounds": list(b.bounds)} for b in self.buckets]
+        out["overall"] = {**asdict(self.overall), "bounds": list(self.overall.bounds)}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConfusionReport:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, dict) or "buckets" not in data or "overall" not in data:
+            raise ValueError("data: expected a dict from ConfusionReport.to_dict() with buckets and overall")
+
+        def bucket(b: dict[str, Any]) -> ConfusionBucket:
+            return ConfusionBucket(**{**b, "bounds": tuple(b["bounds"])})
+
+        return cls(**{**data, "buckets": tuple(bucket(b) for b in data["buckets"]), "overall": bucket(data["overall"])})
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Strict JSON (``allow_nan=False``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def save_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_json` atomically; returns the path."""
+        text = self.to_json() + "\n"
+        return atomic_write(path, lambda handle: handle.write(text), binary=False)
+
+    def to_markdown(self) -> str:
+        """Rows AUROC / AP / IoU, columns the buckets and ``all``; "–" where undefined."""
+        cols = (*self.buckets, self.overall)
+        lines = [
+            "| Hole detection | " + " | ".join(b.name for b in cols) + " |",
+            "|:--|" + "--:|" * len(cols),
+            "| AUROC | " + " | ".join(_fmt(b.auroc, 3) for b in cols) + " |",
+            "| AP | " + " | ".join(_fmt(b.ap, 3) for b in cols) + " |",
+            f"| IoU @ {self.threshold:g} | " + " | ".join(_fmt(b.iou, 3) for b in cols) + " |",
+            "| Samples | " + " | ".join(str(b.count) for b in cols) + " |",
+        ]
+        note = (
+            f"{self.n_images} images x {self.masks_per_image} mask(s) per bucket, seed {self.seed}; the segmenter "
+            "sees the composite (prediction in the holes, ground truth elsewhere); positives = hole pixels. "
+            "AUROC 0.5 = the holes cannot be told from the known pixels."
+        )
+        if self.probe:
+            settings = ", ".join(f"{k} {v}" for k, v in self.probe.items())
+            note += f" Probe segmenter trained from scratch on the generator's composites ({settings})."
+        if self.out_of_bucket:
+            note += f" {self.out_of_bucket} sample(s) fell in no bucket."
+        return "\n".join(lines) + "\n\n" + note + "\n"
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+class _Pool:
+    """Scores and labels of one bucket, kept on the host (float32 scores, bool labels)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.scores: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def add(self, p: torch.Tensor, labels: torch.Tensor) -> None:
+        self.count += p.shape[0]
+        self.scores.append(p.reshape(-1).float().cpu())
+        self.labels.append(labels.reshape(-1).cpu())
+
+    def result(self, name: str, bounds: tuple[float, float], threshold: float) -> ConfusionBucket:
+        if self.count == 0:
+            return ConfusionBucket(name, bounds, 0, None, None, None)
+        s, y = torch.cat(self.scores), torch.cat(self.labels)
+        n_hole = int(y.sum())
+        return ConfusionBucket(
+            name, bounds, self.count, binary_auroc(s, y), binary_average_precision(s, y),
+            binary_iou(s >= threshold, y), n_hole, y.numel() - n_hole,
+        )  # fmt: skip
+
+
+def segmentation_confusion(
+    segmenter: Callable[[torch.Tensor], Any],
+    generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    images: torch.Tensor | Iterable[Any],
+    *,
+    buckets: Sequence[tuple[float, float]] = BUCKETS,
+    masks_per_image: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    fill: float = 1.0,
+    threshold: float = 0.5,
+    output: SegmenterOutput = "logit_real",
+) -> ConfusionReport:
+    """How well ``segmenter`` localises ``generator``'s fills in composites, per hole-ratio bucket.
+
+    Same samples as :func:`evaluate` (the same ``seed`` draws the same masks): for each image and bucket,
+    ``composite = hole * G(corrupt(image, hole, fill), hole) + (1 - hole) * image`` is given to the segmenter
+    (never the raw prediction: a generator must not be caught by what the composite overwrites), the map is
+    turned into ``P(generated)`` (see ``output``) and scored against the hole mask with
+    :func:`hole_detection_metrics`; pixels are pooled per bucket (micro average) and over all buckets
+    (``overall``). ``nn.Module`` arguments run in eval mode (spectral norm's power iteration does not advance)
+    without autograd, and their train/eval flags are restored afterwards.
+
+    Use it as a training monitor (the adversarial game SCAT plays: the segmenter learning to find the holes,
+    the generator learning to hide them), or with a freshly trained probe segmenter (:func:`detectability`).
+
+    Memory: the pooled scores of every pixel are kept (5 bytes per pixel and bucket), e.g. 330 MB for 1000
+    images of 256x256 per bucket.
+
+    Args:
+        segmenter: ``S(x) -> (B, 1, H, W)`` per-pixel map at the images' size (for a two-headed
+            :class:`~scatloss.nets.UNetDiscriminator`, ``lambda x: D(x)[1]``).
+        generator, images, buckets, masks_per_image, seed, batch_size, device, fill: as :func:`evaluate`.
+        threshold: IoU threshold on ``P(generated)``.
+        output: ``"logit_real"`` (default; SCAT's per-pixel logits, positive = real) or ``"prob_generated"``.
+
+    Returns:
+        A :class:`ConfusionReport`; a bucket without samples has None scores (never NaN).
+
+    Raises:
+        TypeError, ValueError: bad arguments, a segmenter map of the wrong shape, type or values, a generator
+            output of the wrong shape or with NaN/inf, images outside ``[-1, 1]``; ``device`` not available.
+    """
+    if not callable(segmenter):
+        raise TypeError(f"segmenter: expected a callable S(images) -> (B, 1, H, W) map, got {describe(segmenter)}")
+    if not callable(generator):
+        raise TypeError(f"generator: expected a callable G(corrupted, hole) -> prediction, got {describe(generator)}")
+    pairs = _check_buckets("buckets", buckets)
+    _check_positive_int("masks_per_image", masks_per_image)
+    _check_positive_int("batch_size", batch_size)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise TypeError(f"fill: expected a float, got {describe(fill)}")
+    threshold = _check_threshold(threshold)
+    check_choice("output", output, ("logit_real", "prob_generated"))
+    run_device = _resolve_device(device, generator, images)
+
+    pools = [_Pool() for _ in pairs]
+    total = _Pool()
+    out_of_bucket = n_images = 0
+    modes = _enter_eval(generator) + _enter_eval(segmenter)
+    try:
+        with torch.no_grad():
+            for batch in _batches(images, batch_size):
+                batch = batch.to(run_device)
+                n, _, h, w = batch.shape
+                for requested in pairs:
+                    for k in range(masks_per_image):
+                        hole = _fixed_masks(h, w, requested, seed, range(n_images, n_images + n), k).to(run_device)
+                        assigned = [bucket_of(r, pairs) for r in hole_ratio(hole).cpu()]
+                        prediction = generator(corrupt(batch, hole, float(fill)), hole)
+                        _check_prediction(prediction, batch)
+                        result = composite(prediction.to(batch.dtype), batch, hole)
+                        p = segmenter_p_generated(segmenter, result, output=output)
+                        labels = hole > 0.5
+                        for index in sorted(set(assigned)):
+                            rows = torch.tensor([a == index for a in assigned], device=p.device)
+                            if index < 0:
+                                out_of_bucket += int(rows.sum())
+                                continue
+                            pools[index].add(p[rows], labels[rows])
+                            total.add(p[rows], labels[rows])
+                n_images += n
+    finally:
+        _restore_modes(modes)
+    if n_images == 0:
+        raise ValueError("images: expected at least one image, got none")
+    overall_bounds = (min(lo for lo, _ in pairs), max(hi for _, hi in pairs))
+    return ConfusionReport(
+        buckets=tuple(pool.result(bucket_name(pair), pair, threshold) for pool, pair in zip(pools, pairs, strict=True)),
+        overall=total.result("all", overall_bounds, threshold),
+        threshold=threshold,
+        n_images=n_images,
+        masks_per_image=masks_per_image,
+        seed=seed,
+        fill=float(fill),
+        out_of_bucket=out_of_bucket,
+    )
+
+
+def _stack_images(images: Any, what: str) -> torch.Tensor:
+    parts = list(_batches(images, 64))
+    if not parts:
+        raise ValueError(f"{what}: expected at least one image, got none")
+    shapes = {tuple(p.shape[1:]) for p in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"{what}: expected images of one size for the probe, got sizes {sorted(shapes)}")
+    return torch.cat(parts)
+
+
+def _default_probe(channels: int, height: int, width: int) -> nn.Module:
+    from .nets import UNetSegmenter
+
+    depth = 0
+    while depth < 4 and height % 2 ** (depth + 1) == 0 and width % 2 ** (depth + 1) == 0:
+        depth += 1
+    if depth == 0:
+        raise ValueError(f"train_images: the default probe needs even image sides, got {height}x{width}")
+    return UNetSegmenter(in_channels=channels, base_channels=16, depth=depth, spectral_norm=False)
+
+
+def detectability(
+    generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_images: torch.Tensor | Iterable[Any],
+    test_images: torch.Tensor | Iterable[Any],
+    *,
+    steps: int = 300,
+    batch_size: int = 8,
+    lr: float = 4e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+    kind: Literal["bce", "hinge", "ls"] = "bce",
+    segmenter: Callable[[], nn.Module] | None = None,
+    seed: int = 0,
+    buckets: Sequence[tuple[float, float]] = BUCKETS,
+    masks_per_image: int = 1,
+    fill: float = 1.0,
+    threshold: float = 0.5,
+    device: torch.device | str | None = None,
+) -> ConfusionReport:
+    """Detectability of a finished generator's fills: train a fresh probe segmenter, score it on held-out composites.
+
+    A new segmenter (``segmenter()``; default :class:`~scatloss.nets.UNetSegmenter` with 16 base channels,
+    depth up to 4, no spectral norm) is trained for ``steps`` Adam steps (``lr``, ``betas``) with the SCAT
+    segmenter loss (Eq. 1, ``kind``; BCE by default, a plain per-pixel classifier) on composites of the frozen
+    generator: each step draws ``batch_size`` images of ``train_images`` and free-form masks from private
+    generators seeded by ``seed``. It is then scored with :func:`segmentation_confusion` on ``test_images``
+    (fixed masks, the same ``seed``). Lower AUROC / AP / IoU = fills harder to find = more seamless; a
+    generator that copies the ground truth scores 0.5 AUROC.
+
+    Deterministic for a seed on one device and thread count: the probe's initial weights come from
+    ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's global RNG is left as it was),
+    image order and masks from private generators. The generator is run in eval mode without autograd and its
+    modes are restored.
+
+    Args:
+        generator: ``G(corrupted, hole) -> prediction``, images in ``[-1, 1]``.
+        train_images: images the probe trains on (one size), any form :func:`evaluate` accepts.
+        test_images: held-out images it is scored on.
+        steps: probe optimisation steps (``>= 1``).
+        batch_size: images per probe step.
+        lr, betas: Adam settings of the probe.
+        kind: SCAT segmenter loss form for the probe.
+        segmenter: factory of the probe ``() -> nn.Module`` returning per-pixel logits of *real*
+            (``(B, 1, H, W)``); default as above.
+        seed, buckets, masks_per_image, fill, threshold, device: as :func:`segmentation_confusion`.
+
+    Returns:
+        A :class:`ConfusionReport` whose ``probe`` records the probe's settings and its last training loss.
+    """
+    from .functional import scat_segmenter_loss
+    from .masks import MaskGenerator
+
+    if not callable(generator):
+        raise TypeError(f"generator: expected a callable G(corrupted, hole) -> prediction, got {describe(generator)}")
+    _check_positive_int("steps", steps)
+    _check_positive_int("batch_size", batch_size)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr: expected a positive float, got {lr!r}")
+    check_choice("kind", kind, ("bce", "hinge", "ls"))
+    if segmenter is not None and not callable(segmenter):
+        raise TypeError(f"segmenter: expected a factory () -> nn.Module or None, got {describe(segmenter)}")
+    run_device = _resolve_device(device, generator, train_images)
+    train = _stack_images(train_images, "train_images")
+    n, c, h, w = train.shape
+    with torch.random.fork_rng(devices=[run_device] if run_device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        probe = segmenter() if segmenter is not None else _default_probe(c, h, w)
+    if not isinstance(probe, nn.Module):
+        raise TypeError(f"segmenter: expected the factory to return an nn.Module, got {describe(probe)}")
+    probe = probe.to(run_device).train()
+    opt = torch.optim.Adam(probe.parameters(), lr=float(lr), betas=betas)
+    order = torch.Generator().manual_seed(_mask_seed(seed, 1, (0.0, 1.0), 0))
+    masks = MaskGenerator(h, w, buckets=buckets, seed=_mask_seed(seed, 2, (0.0, 1.0), 0) % 2**62)
+    modes = _enter_eval(generator)
+    last = float("nan")
+    try:
+        for _ in range(steps):
+            index = torch.randint(n, (batch_size,), generator=order)
+            image = train[index].to(run_device)
+            hole = masks.sample(batch_size).to(run_device)
+            with torch.no_grad():
+                prediction = generator(corrupt(image, hole, float(fill)), hole)
+                _check_prediction(prediction, image)
+                comp = composite(prediction.to(image.dtype), image, hole)
+            fake, real = probe(comp), probe(image)
+            if not isinstance(fake, torch.Tensor) or tuple(fake.shape) != (batch_size, 1, h, w):
+                raise ValueError(
+                    f"segmenter: expected the probe to return a (B, 1, H, W) map = {(batch_size, 1, h, w)}, "
+                    f"got {describe(fake)}"
+                )
+            loss = scat_segmenter_loss(fake, real, hole, kind=kind)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            last = float(loss.detach())
+    finally:
+        _restore_modes(modes)
+    report = segmentation_confusion(
+        probe, generator, test_images, buckets=buckets, masks_per_image=masks_per_image, seed=seed,
+        batch_size=max(batch_size, 8), device=run_device, fill=fill, threshold=threshold,
+    )  # fmt: skip
+    settings = {"steps": steps, "batch_size": batch_size, "lr": float(lr), "kind": kind, "train_images": n,
+                "last_loss": round(last, 6) if math.isfinite(last) else None}  # fmt: skip
+    return dataclasses.replace(report, probe=settings)

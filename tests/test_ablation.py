@@ -102,6 +102,50 @@ def test_ordering_check_detects_table3_order_on_means_and_per_seed():
     assert checks["psnr"]["holds_on_means"] is False  # all equal: no strict improvement
 
 
+def test_paired_t_test_matches_closed_forms_for_one_and_two_degrees_of_freedom():
+    # df = 2: two-sided p = 1 - t / sqrt(2 + t^2); diffs 1, 2, 3 -> t = 2 / (1 / sqrt(3)) = sqrt(12)
+    r = ablation.paired_test([1.0, 2.0, 3.0])
+    assert r["t"] == pytest.approx(math.sqrt(12))
+    assert r["p_t"] == pytest.approx(1 - math.sqrt(12) / math.sqrt(14), rel=1e-9)
+    # df = 1 (Cauchy): p = 1 - 2 / pi * atan(|t|); diffs 1, 3 -> t = 2 / (sqrt(2) / sqrt(2)) = 2
+    r = ablation.paired_test([1.0, 3.0])
+    assert r["t"] == pytest.approx(2.0)
+    assert r["p_t"] == pytest.approx(1 - 2 / math.pi * math.atan(2.0), rel=1e-9)
+    # many seeds: t = 1.96 is close to the normal's two-sided 5 % point (Student's t, df 399: 0.0507)
+    n = 400
+    m = 1.959963984540054 * math.sqrt(n / (n - 1)) / math.sqrt(n)
+    r = ablation.paired_test([m + x for x in (-1.0, 1.0)] * (n // 2))
+    assert r["t"] == pytest.approx(1.959963984540054)
+    assert r["p_t"] == pytest.approx(0.0507, abs=0.0005)
+    assert r["p_signflip"] == pytest.approx(0.05, abs=0.01)  # Monte Carlo above 16 seeds
+
+
+def test_sign_flip_test_is_exact_and_handles_degenerate_differences():
+    # 1, 2, 3: of the 8 sign patterns only +++ and --- reach |mean| 2 -> p = 2 / 8
+    assert ablation.paired_test([1.0, 2.0, 3.0])["p_signflip"] == pytest.approx(0.25)
+    # five seeds all improving: the smallest possible p, 2 / 32
+    assert ablation.paired_test([0.1, 0.2, 0.3, 0.4, 0.5])["p_signflip"] == pytest.approx(2 / 32)
+    # 1, -1: every pattern has |mean| >= 0 -> 1
+    assert ablation.paired_test([1.0, -1.0])["p_signflip"] == pytest.approx(1.0)
+    assert ablation.paired_test([0.0, 0.0, 0.0]) == {"t": 0.0, "p_t": 1.0, "p_signflip": 1.0}
+    same = ablation.paired_test([0.5, 0.5, 0.5])
+    assert same["p_t"] == 0.0 and same["t"] == math.inf
+    assert ablation.paired_test([0.5]) == {"t": None, "p_t": None, "p_signflip": 1.0}
+    assert ablation.paired_test([]) == {"t": None, "p_t": None, "p_signflip": None}
+
+
+def test_paired_differences_carry_the_tests_and_metrics_without_values_are_left_out():
+    results = {
+        "baseline": {s: report(b=(0.30 + 0.01 * s, 20.0, 0.50)) for s in range(4)},
+        "scat": {s: report(b=(0.25 + 0.012 * s, 20.0, 0.50)) for s in range(4)},
+    }
+    rows = ablation.paired_differences(results, "previous")
+    assert [r["metric"] for r in rows] == ["l1", "psnr", "ssim"]  # no probe values anywhere: no probe rows
+    l1 = rows[0]
+    assert l1["p_signflip"] == pytest.approx(2 / 16)
+    assert l1["p_t"] is not None and l1["p_t"] < 0.001
+
+
 # ---- the --quick path --------------------------------------------------------------------------------------------
 
 
@@ -129,10 +173,12 @@ def test_quick_run_writes_table_plots_grid_and_results_section(tmp_path):
     assert summary["train_config"]["steps"] == 2 and summary["train_config"]["size"] == 32
     assert {r["objective"] for r in summary["runs"]} == set(summary["objectives"])
     assert all(r["n"] == 1 and r["std"] is None for r in summary["aggregate"])
-    assert len(summary["aggregate"]) == 4 * 3 * 3
+    assert len(summary["aggregate"]) == 4 * 3 * 5  # rows x buckets x (L1, PSNR, SSIM, probe AUROC, probe AP)
+    assert all(r["probe"] is not None and r["probe"]["probe"]["steps"] == 2 for r in summary["runs"])
     assert "--quick" in summary["command"] and summary["wall_s"] > 0
     table = (results / "table.md").read_text(encoding="utf-8")
     assert "Baseline-1 (+SCAT)" in table and "40-60%" in table and "Wall time" in table
+    assert "Probe AUROC" in table and "sign-flip" in table
     # every run of a seed shares the same initial weights and batches; only the loss terms differ
     configs = [
         json.loads((work / d / "seed0" / "config.json").read_text()) for d in ("baseline", "scat", "scat-text", "full")

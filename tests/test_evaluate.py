@@ -308,3 +308,13 @@ def test_bad_arguments_raise_naming_the_argument(kwargs: dict, error: type, matc
 
 def test_default_buckets_are_the_papers() -> None:
     assert BUCKETS == ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6))
+
+
+def test_unavailable_device_is_a_clear_value_error_naming_device(images: torch.Tensor) -> None:
+    """Issue 13: evaluate(device='cuda') on a machine without CUDA raised torch's bare AssertionError."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the error path cannot be reached")
+    with pytest.raises(ValueError, match=r"device: expected an available device, got 'cuda'.*device='cpu'"):
+        ev.evaluate(return_corrupted, images, device="cuda")
+    with pytest.raises(ValueError, match=r"device: expected an available device, got 'cuda:1'"):
+        ev.evaluate(return_corrupted, images, device=torch.device("cuda", 1))
