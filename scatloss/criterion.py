@@ -105,6 +105,14 @@ class SCATCriterion(nn.Module):
         semantic_pool: pooling of a semantic feature *map*.
         negatives: ``"batch"`` or a number ``M >= 1`` of fresh masks per image.
         mask_sampler: source of fresh masks for an int ``negatives``.
+        negatives_from: with ``negatives="batch"``, whose masks corrupt each ground truth: ``"local"`` (default,
+            this process's batch: under data parallelism ``M`` = the local batch size, and the loss differs from
+            one process on the whole batch) or ``"global"`` (the masks of every rank, gathered with
+            ``torch.distributed.all_gather``: ``M`` = the global batch, and ``N`` ranks compute exactly the
+            per-anchor losses of one process on the concatenated batch; only the local anchors carry gradient).
+            Without an initialised process group ``"global"`` is ``"local"``. Int ``negatives`` draw fresh masks
+            per image and are not batch-coupled; the option does not apply to them.
+        process_group: the group ``"global"`` gathers over (default: the world).
         seed: seed of the default mask sampler.
         chunk_size: images per autograd-free feature pass (bounds the memory of the negatives).
         fill: hole value of corrupted inputs and negatives (1.0 in the release, white in ``[-1, 1]``).
@@ -146,6 +154,8 @@ class SCATCriterion(nn.Module):
         semantic_pool: Pool = "relu_sum",
         negatives: Literal["batch"] | int = "batch",
         mask_sampler: MaskSampler | None = None,
+        negatives_from: Literal["local", "global"] = "local",
+        process_group: Any = None,
         seed: int = 0,
         chunk_size: int = 8,
         fill: float = 1.0,
@@ -169,6 +179,8 @@ class SCATCriterion(nn.Module):
         if negatives != "batch" and (isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 1):
             raise ValueError(f"negatives: expected 'batch' or an int M >= 1, got {negatives!r}")
         self.negatives = negatives
+        self.negatives_from = check_choice("negatives_from", negatives_from, ("local", "global"))
+        self.process_group = process_group
         self.mask_sampler = mask_sampler
         self.seed = seed
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -296,13 +308,46 @@ class SCATCriterion(nn.Module):
             )
         return masks.to(device)
 
-    def _negative_masks(self, hole: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-        """Masks of the negatives, ``(B * M, 1, H, W)`` as (image b, mask j) row-major, ``M``, shared?"""
+    def _gather_holes(self, hole: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(masks of every rank concatenated in rank order, offset of this rank's first mask)``."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return hole, 0
+        group = self.process_group
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        if world == 1:
+            return hole, 0
+        meta = torch.tensor([world, *hole.shape], dtype=torch.int64, device=hole.device)
+        metas = [torch.empty_like(meta) for _ in range(world)]
+        dist.all_gather(metas, meta, group=group)
+        rows = [tuple(int(v) for v in m.tolist()) for m in metas]
+        if any(r[0] != world for r in rows):
+            raise ValueError(
+                f"negatives_from='global': expected every rank to see a world size of {world}, got "
+                f"{[r[0] for r in rows]} (rank order)"
+            )
+        if any(r[1:] != rows[0][1:] for r in rows):
+            raise ValueError(
+                "hole: expected the same mask shape on every rank for negatives_from='global' (all_gather), got "
+                + ", ".join(f"rank {i}: {r[1:]}" for i, r in enumerate(rows))
+            )
+        payload = hole.to(torch.float32) if hole.dtype == torch.bool else hole.contiguous()
+        parts = [torch.empty_like(payload) for _ in range(world)]
+        dist.all_gather(parts, payload, group=group)
+        return torch.cat(parts).to(hole.dtype), rank * hole.shape[0]
+
+    def _negative_masks(self, hole: torch.Tensor) -> tuple[torch.Tensor, int, bool, int]:
+        """Masks of the negatives, ``(B * M, 1, H, W)`` as (image b, mask j) row-major, ``M``, shared?, and the
+        index of image 0's own mask among shared masks (``rank * B`` for gathered masks, else 0)."""
         b = hole.shape[0]
         if self.negatives == "batch":
-            return hole, b, True
+            if self.negatives_from == "global":
+                masks, offset = self._gather_holes(hole)
+                return masks, masks.shape[0], True, offset
+            return hole, b, True, 0
         m = int(self.negatives)
-        return self._sample_masks(b * m, hole.shape[-2], hole.shape[-1], hole.device), m, False
+        return self._sample_masks(b * m, hole.shape[-2], hole.shape[-1], hole.device), m, False, 0
 
     def _negative_images(
         self, image: torch.Tensor, masks: torch.Tensor, m: int, shared: bool, index: torch.Tensor
@@ -334,19 +379,17 @@ class SCATCriterion(nn.Module):
             neg = self._features_chunked(tap, corrupted)
             sem_negs: torch.Tensor | None = None
             if "sem" in self.terms and tap_sem is not None:
-                masks, m, shared = self._negative_masks(hole)
+                masks, m, shared, offset = self._negative_masks(hole)
                 b = image.shape[0]
                 n_total = b * m
                 # In "batch" mode the diagonal (image b, its own mask b) is the corrupted input, already done.
                 flat = torch.arange(n_total, device=image.device)
-                if shared:
-                    todo = flat[(flat // m) != (flat % m)]
-                else:
-                    todo = flat
+                diagonal = (flat // m) + offset == (flat % m)
+                todo = flat[~diagonal] if shared else flat
                 own = self._pool(neg[self.semantic_layer])  # type: ignore[index]
                 out = own.new_empty(n_total, own.shape[1])
                 if shared:
-                    out[flat[(flat // m) == (flat % m)]] = own
+                    out[flat[diagonal]] = own
                 for sl in self._chunks(todo.numel()):
                     idx = todo[sl]
                     feats = tap_sem.features(self._negative_images(image, masks, m, shared, idx))
@@ -371,7 +414,7 @@ class SCATCriterion(nn.Module):
         _, neg = tap(corrupted)
         sem_negs = None
         if "sem" in self.terms:
-            masks, m, shared = self._negative_masks(hole)
+            masks, m, shared, _ = self._negative_masks(hole)
             b = image.shape[0]
             idx = torch.arange(b * m, device=image.device)
             _, feats = tap(self._negative_images(image, masks, m, shared, idx))

@@ -19,7 +19,7 @@ from torch.nn.utils import spectral_norm
 
 import scatloss
 from scatloss import functional as SF
-from scatloss.adapters import inverted_hole_samples
+from scatloss.adapters._common import inverted_hole_samples
 from scatloss.adapters.aotgan import SCATDiscriminator, SCATGANLoss
 from scatloss.adapters.lama import SCATAdversarialLoss
 from scatloss.nets import UNetSegmenter
@@ -233,16 +233,19 @@ def test_aotgan_discriminator_update_is_the_gradient_of_dis_loss_alone(optimG_st
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_aotgan_gen_loss_combines_with_the_hosts_adv_weight_into_eq8() -> None:
-    """gen_loss * adv_weight == adv_weight * (adv + scat) + lambda_text * text + lambda_sem * sem."""
+@pytest.mark.parametrize("host_rec_weight", [1.0, 2.5])
+def test_aotgan_gen_loss_combines_with_the_hosts_weights_into_eq8(host_rec_weight: float) -> None:
+    """gen_loss * adv_weight == adv_weight * (adv + scat) + (w_rec / 10) * (10 * text + 1 * sem): the paper's
+    lambda_text : lambda_sem : lambda_rec = 10 : 1 : 10, carried over relative to the host's L1 weight w_rec."""
     adv_weight = 0.01
-    s = aot_setup(host_adv_weight=adv_weight, lambda_text=10.0, lambda_sem=1.0)
+    s = aot_setup(host_adv_weight=adv_weight, host_rec_weight=host_rec_weight, lambda_text=10.0, lambda_sem=1.0)
     images, masks = aot_images(), hole_masks()
     comp = (1 - masks) * images + masks * s["netG"](images * (1 - masks) + masks, masks)
     dis_loss, gen_loss = s["adv_loss"](s["netD"], comp, images, masks)
     t = s["adv_loss"].last_terms
     torch.testing.assert_close(
-        gen_loss.detach() * adv_weight, adv_weight * (t["g_adv"] + t["g_scat"]) + 10.0 * t["g_text"] + t["g_sem"]
+        gen_loss.detach() * adv_weight,
+        adv_weight * (t["g_adv"] + t["g_scat"]) + host_rec_weight / 10.0 * (10.0 * t["g_text"] + t["g_sem"]),
     )
     torch.testing.assert_close(dis_loss.detach(), t["d_adv"] + t["d_scat"])
     assert "g_rec" not in t  # the host has its own L1
@@ -331,7 +334,7 @@ def test_aotgan_loss_refuses_an_unwrapped_or_parallel_discriminator() -> None:
     images, hole = aot_images(), hole_masks()
     with pytest.raises(TypeError, match="SCATDiscriminator"):
         s["adv_loss"](AOTDiscriminator(), images, images, hole)
-    with pytest.raises(TypeError, match="not be synchronised"):
+    with pytest.raises(TypeError, match="got a DataParallel wrapper"):
         s["adv_loss"](nn.DataParallel(s["netD"]), images, images, hole)
 
 
@@ -471,6 +474,7 @@ def test_lama_protocol_trains_segmenter_and_head_with_the_right_optimisers(to_di
         out_features=8,
         gp_coef=0.001,
         mask_as_fake_target=True,
+        allow_scale_mask=True,
         weight=10.0,
     )
     host = LaMaHost(loss, to_discriminator)
@@ -520,7 +524,9 @@ def test_lama_global_term_matches_non_saturating_and_mask_as_fake_target_is_scat
     gen = torch.Generator().manual_seed(4)
     real_pred, fake_pred = torch.randn(B, 1, 9, 9, generator=gen), torch.randn(B, 1, 9, 9, generator=gen)
     for target in (False, True):
-        loss = SCATAdversarialLoss(segmenter=tiny_segmenter(), mask_as_fake_target=target)
+        loss = SCATAdversarialLoss(
+            segmenter=tiny_segmenter(), mask_as_fake_target=target, allow_scale_mask=True, gp_coef=0.0
+        )
         total, metrics = loss.discriminator_loss(img, fake, real_pred, fake_pred, mask)
         if target:
             want = SF.scat_segmenter_loss(fake_pred, real_pred, mask, kind="bce", resample="nearest")
@@ -579,3 +585,131 @@ def test_lama_boundary_checks() -> None:
         SCATAdversarialLoss(segmenter=tiny_segmenter(), gp_coef=1.0).discriminator_loss(
             img, inpainted, pred, pred, hole
         )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checkpoint migration (a pre-retrofit AOT-GAN run resumed by the host's own load())
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_scat_discriminator_loads_a_plain_host_state_dict_and_names_what_stays_at_init() -> None:
+    torch.manual_seed(1)
+    old = AOTDiscriminator()
+    saved = old.state_dict()  # what AOT-GAN's save() wrote before the retrofit (netD.module.state_dict())
+    torch.manual_seed(2)
+    scat_d = SCATDiscriminator(AOTDiscriminator(), segmenter=tiny_segmenter(), hidden_features=16, out_features=8)
+    seg_before, head_before = snapshot(scat_d.segmenter.parameters()), snapshot(scat_d.projection.parameters())
+    with pytest.warns(UserWarning, match=r"segmenter \(\d+ tensors\), projection \(4 tensors\) keep their initial"):
+        scat_d.load_state_dict(saved)  # the host's unchanged load() line
+    for key, value in saved.items():
+        assert torch.equal(scat_d.netD.state_dict()[key], value), key
+    assert not changed(seg_before, scat_d.segmenter.parameters())
+    assert not changed(head_before, scat_d.projection.parameters())
+    # The retrofitted layout round-trips as before.
+    full = scat_d.state_dict()
+    other = SCATDiscriminator(AOTDiscriminator(), segmenter=tiny_segmenter(), hidden_features=16, out_features=8)
+    other.load_state_dict(full)
+    assert all(torch.equal(a, b) for a, b in zip(full.values(), other.state_dict().values(), strict=True))
+
+
+def test_scat_discriminator_state_dict_that_fits_neither_layout_is_refused() -> None:
+    scat_d = SCATDiscriminator(AOTDiscriminator(), segmenter=tiny_segmenter())
+    plain = AOTDiscriminator().state_dict()
+    with pytest.raises(ValueError, match=r"keys start with 'module\.'"):
+        scat_d.load_state_dict({f"module.{k}": v for k, v in plain.items()})
+    with pytest.raises(ValueError, match=r"fit neither, e.g. \['weird.weight'\]"):
+        scat_d.load_state_dict({"weird.weight": torch.zeros(1)})
+    partial = dict(list(plain.items())[:2])
+    with pytest.raises(ValueError, match="missing"):
+        scat_d.load_state_dict(partial)
+    with pytest.warns(UserWarning):
+        scat_d.load_state_dict(partial, strict=False)
+    with pytest.raises(TypeError, match="mapping"):
+        scat_d.load_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_load_optimizer_state_keeps_the_old_moments_and_starts_the_new_parameters_fresh() -> None:
+    from scatloss.adapters import load_optimizer_state
+
+    torch.manual_seed(0)
+    netG, old_d = TinyGenerator(), AOTDiscriminator()
+    optG_old = torch.optim.Adam(netG.parameters(), lr=1e-3)
+    optD_old = torch.optim.Adam(old_d.parameters(), lr=2e-3)
+    for opt, params in ((optG_old, netG.parameters()), (optD_old, old_d.parameters())):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    saved = {"optimG": optG_old.state_dict(), "optimD": optD_old.state_dict()}
+    # The retrofitted trainer: same G, D wrapped, the head added to optimG as a new group.
+    scat_d = SCATDiscriminator(old_d, segmenter=tiny_segmenter(), hidden_features=16, out_features=8)
+    optG = torch.optim.Adam(netG.parameters(), lr=1e-3)
+    optD = torch.optim.Adam(scat_d.parameters(), lr=2e-3)
+    optG.add_param_group({"params": list(scat_d.generator_parameters())})
+    with pytest.raises(ValueError):  # what the host's own load() hits (and swallows)
+        optD.load_state_dict(saved["optimD"])
+    fresh_d = load_optimizer_state(optD, saved["optimD"])
+    fresh_g = load_optimizer_state(optG, saved["optimG"])
+    assert fresh_d == [len(list(scat_d.segmenter.parameters()))]
+    assert fresh_g == [0, 4]
+    for p_old, p_new in zip(old_d.parameters(), scat_d.netD.parameters(), strict=True):
+        assert p_old is p_new
+        torch.testing.assert_close(optD.state[p_new]["exp_avg"], optD_old.state[p_old]["exp_avg"])
+    assert all(p not in optD.state for p in scat_d.segmenter.parameters())
+    assert all(p not in optG.state for p in scat_d.generator_parameters())
+    assert optD.param_groups[0]["lr"] == 2e-3
+    with pytest.raises(ValueError, match="at most 1 parameter groups"):
+        load_optimizer_state(optD, optG.state_dict())
+    with pytest.raises(TypeError, match="'state' and 'param_groups'"):
+        load_optimizer_state(optD, {"weights": 1})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# LaMa parity: mask_scale_mode, LaMa's asserted combinations, defaults
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["maxpool", "bilinear", "nearest", "area", "bicubic"])
+def test_lama_mask_scale_modes_resample_as_lama_does(mode: str) -> None:
+    """LaMa's interpolate_mask: adaptive max pooling for 'maxpool', else F.interpolate with the mode."""
+    batch = lama_batch()
+    img, mask = batch["image"], batch["mask"]
+    fake = mask * torch.rand_like(img) + (1 - mask) * img
+    gen = torch.Generator().manual_seed(5)
+    real_pred, fake_pred = torch.randn(B, 1, 7, 7, generator=gen), torch.randn(B, 1, 7, 7, generator=gen)
+    loss = SCATAdversarialLoss(
+        segmenter=tiny_segmenter(), mask_as_fake_target=True, allow_scale_mask=True, mask_scale_mode=mode, gp_coef=0.0
+    )
+    total, metrics = loss.discriminator_loss(img, fake, real_pred, fake_pred, mask)
+    m = F.adaptive_max_pool2d(mask, (7, 7)) if mode == "maxpool" else F.interpolate(mask, size=(7, 7), mode=mode)
+    want = (F.softplus(-real_pred) + F.softplus(fake_pred) * m + (1 - m) * F.softplus(-fake_pred)).mean()
+    torch.testing.assert_close(total - metrics["scat_seg"], want)
+
+
+def test_lama_defaults_and_asserted_combinations_follow_non_saturating_with_r1() -> None:
+    loss = SCATAdversarialLoss(segmenter=tiny_segmenter())
+    assert loss.gp_coef == 5.0 and loss.allow_scale_mask is False and loss.mask_scale_mode == "nearest"
+    with pytest.raises(ValueError, match="use_unmasked_for_gen: expected True"):
+        SCATAdversarialLoss(segmenter=tiny_segmenter(), use_unmasked_for_gen=False, use_unmasked_for_discr=True)
+    with pytest.raises(ValueError, match="use_unmasked_for_discr: expected True"):
+        SCATAdversarialLoss(
+            segmenter=tiny_segmenter(),
+            mask_as_fake_target=True,
+            use_unmasked_for_discr=False,
+            use_unmasked_for_gen=False,
+        )
+    with pytest.raises(ValueError, match="mask_scale_mode"):
+        SCATAdversarialLoss(segmenter=tiny_segmenter(), mask_scale_mode="linear")
+    # The combination LaMa allows: the generator on every pixel, the discriminator on holes only.
+    SCATAdversarialLoss(segmenter=tiny_segmenter(), use_unmasked_for_gen=True, use_unmasked_for_discr=False)
+
+
+def test_lama_configure_optimizers_recipe_keeps_every_loss_kind_working() -> None:
+    """The documented recipe reads the extra parameters with getattr, so LaMa's own losses (no such methods) work."""
+
+    class NonSaturatingWithR1:  # LaMa's stock loss: a plain object without parameter methods
+        pass
+
+    disc = LaMaDiscriminator()
+    for adversarial_loss, extra in ((NonSaturatingWithR1(), 0), (SCATAdversarialLoss(segmenter=tiny_segmenter()), 1)):
+        params = [*disc.parameters(), *getattr(adversarial_loss, "discriminator_parameters", tuple)()]
+        assert len(params) == len(list(disc.parameters())) + extra * len(list(tiny_segmenter().parameters()))

@@ -44,8 +44,9 @@ the contrastive weights are scaled by ``args.adv_weight`` too.
 
 from __future__ import annotations
 
+import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -57,7 +58,9 @@ from ..functional import KINDS, REGIONS, Kind, Region
 from ..losses import InpaintingObjective, _check_weight
 from ..masks import RESAMPLE_MODES, Resample
 from ..nets import UNetSegmenter
-from . import (
+from ._common import (
+    STEP_KEYWORD,
+    broadcast_parameters,
     check_criterion_options,
     check_hole_convention,
     check_image_range,
@@ -65,6 +68,7 @@ from . import (
     image_channels,
     layer_channels,
     module_device,
+    unwrap,
 )
 
 __all__ = ["SCATDiscriminator", "SCATGANLoss"]
@@ -219,8 +223,63 @@ class SCATDiscriminator(nn.Module):
             self.projection = head.to(device) if device is not None else head
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """``netD(*args, **kwargs)``, unchanged (the host's discriminator calls keep working)."""
+        """``netD(*args, **kwargs)``, unchanged (the host's discriminator calls keep working).
+
+        :class:`SCATGANLoss` runs its whole step through this method when the module is
+        ``DistributedDataParallel``-wrapped (a private keyword carries the step), so that DDP sees one forward
+        that uses D, S and the head, and all-reduces their gradients.
+        """
+        step = kwargs.pop(STEP_KEYWORD, None)
+        if step is not None:
+            return step(self, *args, **kwargs)
         return self.netD(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load either layout: this module's (``netD.*``, ``segmenter.*``, ``projection.*``) or the host's plain D.
+
+        A plain host-discriminator state dict (a checkpoint from before the retrofit, e.g. AOT-GAN's ``D*.pt``) is
+        loaded into ``netD`` (``strict`` applies to it); the segmenter and the projection head keep their current
+        (initial) values, and a ``UserWarning`` names them. So the host's own ``load()`` resumes a pre-retrofit run.
+
+        Raises:
+            TypeError: ``state_dict`` is not a mapping.
+            ValueError: the keys fit neither layout (the message lists what arrived and what was expected).
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: expected a mapping of tensors, got {describe(state_dict)}")
+        keys = list(state_dict)
+        ours = ("netD.", "segmenter.", "projection.")
+        if any(k.startswith(ours) for k in keys):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        host_keys = set(self.netD.state_dict())
+        if keys and (set(keys) <= host_keys if strict else bool(set(keys) & host_keys)):
+            if strict and set(keys) != host_keys:
+                missing = sorted(host_keys - set(keys))
+                raise ValueError(
+                    f"state_dict: a plain discriminator state dict is missing {len(missing)} of netD's keys "
+                    f"({missing[:4]}...); pass strict=False to load it partially"
+                )
+            result = self.netD.load_state_dict(state_dict, strict=strict, assign=assign)
+            left = ["segmenter"] + (["projection"] if self.projection is not None else [])
+            counts = ", ".join(f"{n} ({sum(1 for _ in getattr(self, n).state_dict())} tensors)" for n in left)
+            warnings.warn(
+                "SCATDiscriminator.load_state_dict: loaded a plain discriminator state dict (the layout from before "
+                f"the retrofit) into netD; {counts} keep their initial values",
+                UserWarning,
+                stacklevel=2,
+            )
+            return result
+        unexpected = sorted(set(keys) - host_keys)
+        prefix = (
+            " (keys start with 'module.': save the unwrapped module, or strip the prefix)"
+            if keys and all(k.startswith("module.") for k in keys)
+            else ""
+        )
+        raise ValueError(
+            "state_dict: expected the keys of a SCATDiscriminator (netD.*, segmenter.*, projection.*) or of the "
+            f"wrapped {type(self.netD).__name__} ({sorted(host_keys)[:3]}...), got {len(keys)} keys of which "
+            f"{len(unexpected)} fit neither, e.g. {unexpected[:4]}{prefix}"
+        )
 
     def named_parameters(
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
@@ -313,8 +372,10 @@ class SCATGANLoss(nn.Module):
         self,
         *,
         host_adv_weight: float = 1.0,
+        host_rec_weight: float = 1.0,
         lambda_text: float = 10.0,
         lambda_sem: float = 1.0,
+        lambda_rec: float = 10.0,
         kind: Kind = "hinge",
         scat_kind: Kind | None = None,
         region: Region = "hole",
@@ -322,6 +383,7 @@ class SCATGANLoss(nn.Module):
         temperature: float = 0.07,
         normalize: bool = True,
         negatives: Literal["batch"] | int = "batch",
+        negatives_from: Literal["local", "global"] = "local",
         fill: float = 1.0,
         chunk_size: int = 8,
         seed: int = 0,
@@ -332,8 +394,14 @@ class SCATGANLoss(nn.Module):
         self.host_adv_weight = _check_weight("host_adv_weight", host_adv_weight)
         if not self.host_adv_weight > 0:
             raise ValueError(f"host_adv_weight: expected a weight > 0 (the host's adv_weight), got {host_adv_weight!r}")
+        self.host_rec_weight = _check_weight("host_rec_weight", host_rec_weight)
+        self.lambda_rec = _check_weight("lambda_rec", lambda_rec)
+        if not self.lambda_rec > 0:
+            raise ValueError(f"lambda_rec: expected a weight > 0 (the paper's: 10), got {lambda_rec!r}")
         self.lambda_text = _check_weight("lambda_text", lambda_text)
         self.lambda_sem = _check_weight("lambda_sem", lambda_sem)
+        self.negatives_from = check_choice("negatives_from", negatives_from, ("local", "global"))
+        self._synced: set[int] = set()
         self.kind = check_choice("kind", kind, KINDS)
         self.scat_kind = check_choice("scat_kind", scat_kind if scat_kind is not None else kind, KINDS)
         self.region = check_choice("region", region, REGIONS)
@@ -353,6 +421,11 @@ class SCATGANLoss(nn.Module):
         # Validate the options once, eagerly, on a throwaway objective.
         self._objective(None)
 
+    @property
+    def contrastive_scale(self) -> float:
+        """``host_rec_weight / (lambda_rec * host_adv_weight)``: the factor on ``lambda_text``, ``lambda_sem``."""
+        return self.host_rec_weight / (self.lambda_rec * self.host_adv_weight)
+
     def _objective(self, scat_d: SCATDiscriminator | None) -> InpaintingObjective:
         in_features = None
         if scat_d is not None and scat_d.projection is not None:
@@ -360,8 +433,8 @@ class SCATGANLoss(nn.Module):
         hidden, out = scat_d._head_sizes if scat_d is not None else (256, 256)
         objective = InpaintingObjective(
             lambda_adv=1.0,
-            lambda_text=self.lambda_text / self.host_adv_weight,
-            lambda_sem=self.lambda_sem / self.host_adv_weight,
+            lambda_text=self.lambda_text * self.contrastive_scale,
+            lambda_sem=self.lambda_sem * self.contrastive_scale,
             lambda_rec=0.0,
             kind=self.kind,  # type: ignore[arg-type]
             scat_kind=self.scat_kind,  # type: ignore[arg-type]
@@ -392,6 +465,7 @@ class SCATGANLoss(nn.Module):
             global_output=0,  # a tensor output (the patch map) is taken as the global logits
             semantic_pool=netD.semantic_pool,  # type: ignore[arg-type]
             negatives=self.negatives,
+            negatives_from=self.negatives_from,  # type: ignore[arg-type]
             seed=self.seed,
             chunk_size=self.chunk_size,
             fill=self.fill,
@@ -406,17 +480,12 @@ class SCATGANLoss(nn.Module):
         self, netD: SCATDiscriminator, fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(dis_loss, gen_loss)``; see the class docstring."""
-        if isinstance(netD, _WRAPPERS):
-            raise TypeError(
-                f"netD: expected a SCATDiscriminator, got a {type(netD).__name__}-wrapped module; SCATGANLoss runs "
-                "the discriminator and segmenter outside the wrapper, so their gradients would not be synchronised "
-                "across processes. Distributed training is not supported by this adapter"
-            )
-        if not isinstance(netD, SCATDiscriminator):
-            raise TypeError(
-                f"netD: expected a scatloss.adapters.aotgan.SCATDiscriminator (wrap the host's discriminator: "
-                f"netD = SCATDiscriminator(netD)), got {describe(netD)}"
-            )
+        inner, wrapper = unwrap(
+            "netD",
+            netD,
+            SCATDiscriminator,
+            "wrap the host's discriminator first (netD = SCATDiscriminator(net.Discriminator())), then DDP around it",
+        )
         check_float_tensor("fake", fake, ndim=4)
         check_float_tensor("real", real, ndim=4)
         if fake.shape != real.shape:
@@ -430,7 +499,21 @@ class SCATGANLoss(nn.Module):
             check_image_range("real", real, expected=(-1.0, 1.0), host="AOT-GAN")
         if self.check_mask:
             check_hole_convention("masks", fake.detach(), real, masks, host="AOT-GAN")
+        if wrapper is None:
+            return self._step(inner, fake, real, masks)
+        if id(wrapper) not in self._synced:
+            # DDP broadcast D and S at construction but not the head (SCATDiscriminator.parameters() leaves it out).
+            broadcast_parameters(list(inner.generator_parameters()), wrapper.process_group)
+            self._synced.add(id(wrapper))
+        # One DDP forward that runs the whole step: DDP then all-reduces D's, S's and the head's gradients.
+        crit = self.criterion(inner)
+        crit.process_group = wrapper.process_group
+        result: tuple[torch.Tensor, torch.Tensor] = wrapper(fake, real, masks, **{STEP_KEYWORD: self._step})
+        return result
 
+    def _step(
+        self, netD: SCATDiscriminator, fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         crit = self.criterion(netD)
         d_terms = crit.discriminator_step(fake, real, masks)
         g_terms = crit.generator_step(fake, real, masks)
@@ -440,6 +523,7 @@ class SCATGANLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"host_adv_weight={self.host_adv_weight}, lambda_text={self.lambda_text}, lambda_sem={self.lambda_sem}, "
+            f"host_adv_weight={self.host_adv_weight}, host_rec_weight={self.host_rec_weight}, "
+            f"lambda_text={self.lambda_text}, lambda_sem={self.lambda_sem}, lambda_rec={self.lambda_rec}, "
             f"kind={self.kind!r}, scat_kind={self.scat_kind!r}, region={self.region!r}, negatives={self.negatives!r}"
         )

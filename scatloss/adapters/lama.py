@@ -37,22 +37,26 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_choice, check_float_tensor, check_hole, describe
 from ..criterion import SCATCriterion
 from ..functional import KINDS, Kind, Region
 from ..losses import InpaintingObjective
-from ..masks import RESAMPLE_MODES, Resample, resample_hole
+from ..masks import Resample, resample_hole
 from ..nets import UNetSegmenter
 from ..reference import fake_term as _fake_term
 from ..reference import generator_term as _generator_term
 from ..reference import real_term as _real_term
-from . import check_criterion_options, check_hole_convention, check_image_range, default_layers, layer_channels
+from ._common import check_criterion_options, check_hole_convention, check_image_range, default_layers, layer_channels
 
 __all__ = ["SCATAdversarialLoss"]
 
 Pool = Literal["relu_sum", "mean", "flatten"]
+MASK_SCALE_MODES: tuple[str, ...] = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "maxpool", "max")
+"""LaMa's ``mask_scale_mode``: ``"maxpool"`` (``F.adaptive_max_pool2d``) or a 2-D ``F.interpolate`` mode; ``"max"``
+is scatloss's max-resampling (kept for configs written for earlier versions)."""
 _AUTO = "auto"
 
 
@@ -142,10 +146,10 @@ class SCATAdversarialLoss(nn.Module):
         segmenter: nn.Module | None = None,
         kind: Kind = "bce",
         weight: float = 1.0,
-        gp_coef: float = 0.0,
+        gp_coef: float = 5.0,
         mask_as_fake_target: bool = False,
-        allow_scale_mask: bool = True,
-        mask_scale_mode: Resample = "nearest",
+        allow_scale_mask: bool = False,
+        mask_scale_mode: str = "nearest",
         extra_mask_weight_for_gen: float = 0.0,
         use_unmasked_for_gen: bool = True,
         use_unmasked_for_discr: bool = True,
@@ -166,6 +170,7 @@ class SCATAdversarialLoss(nn.Module):
         temperature: float = 0.07,
         normalize: bool = True,
         negatives: Literal["batch"] | int = "batch",
+        negatives_from: Literal["local", "global"] = "local",
         fill: float = 0.0,
         chunk_size: int = 8,
         seed: int = 0,
@@ -182,10 +187,22 @@ class SCATAdversarialLoss(nn.Module):
         self.gp_coef = _float("gp_coef", gp_coef)
         self.mask_as_fake_target = bool(mask_as_fake_target)
         self.allow_scale_mask = bool(allow_scale_mask)
-        self.mask_scale_mode = check_choice("mask_scale_mode", mask_scale_mode, RESAMPLE_MODES)
+        self.mask_scale_mode = check_choice("mask_scale_mode", mask_scale_mode, MASK_SCALE_MODES)
         self.extra_mask_weight_for_gen = _float("extra_mask_weight_for_gen", extra_mask_weight_for_gen)
         self.use_unmasked_for_gen = bool(use_unmasked_for_gen)
         self.use_unmasked_for_discr = bool(use_unmasked_for_discr)
+        # LaMa's NonSaturatingWithR1 asserts both rules; here they are ValueErrors.
+        if self.use_unmasked_for_discr and not self.use_unmasked_for_gen:
+            raise ValueError(
+                "use_unmasked_for_gen: expected True when use_unmasked_for_discr=True (LaMa's rule: a discriminator "
+                "trained on unmasked pixels implies a generator trained on them), got use_unmasked_for_gen=False"
+            )
+        if self.mask_as_fake_target and not self.use_unmasked_for_discr:
+            raise ValueError(
+                "use_unmasked_for_discr: expected True when mask_as_fake_target=True (LaMa's rule: labelling known "
+                "pixels of a fake as real needs them in the discriminator loss), got use_unmasked_for_discr=False"
+            )
+        self.negatives_from = check_choice("negatives_from", negatives_from, ("local", "global"))
         self.lambda_scat = self.weight if lambda_scat is None else _float("lambda_scat", lambda_scat)
         self.lambda_text = _float("lambda_text", lambda_text)
         self.lambda_sem = _float("lambda_sem", lambda_sem)
@@ -298,6 +315,7 @@ class SCATAdversarialLoss(nn.Module):
                 global_output=None,  # the global term comes from the host's discriminator predictions
                 semantic_pool=self.semantic_pool,  # type: ignore[arg-type]
                 negatives=self.negatives,
+                negatives_from=self.negatives_from,  # type: ignore[arg-type]
                 seed=self.seed,
                 chunk_size=self.chunk_size,
                 fill=self.fill,
@@ -326,13 +344,21 @@ class SCATAdversarialLoss(nn.Module):
             check_hole_convention("mask", fake.detach(), real.detach(), mask, host="LaMa")
 
     def _mask_at(self, mask: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """The mask at the patch map's size, as LaMa's ``interpolate_mask`` (unchanged when the sizes agree)."""
         size = (pred.shape[-2], pred.shape[-1])
-        if tuple(mask.shape[-2:]) != size and not self.allow_scale_mask:
+        m = mask.to(pred.dtype)
+        if tuple(mask.shape[-2:]) == size:
+            return m
+        if not self.allow_scale_mask:
             raise ValueError(
-                f"mask: expected the size of the discriminator's patch map {size} (allow_scale_mask=False), got "
-                f"{tuple(mask.shape[-2:])}; pass allow_scale_mask=True to resample it"
+                f"mask: expected the size of the discriminator's patch map {size} (allow_scale_mask=False, LaMa's "
+                f"default), got {tuple(mask.shape[-2:])}; pass allow_scale_mask=True to resample it (LaMa's configs do)"
             )
-        return resample_hole(mask, size, self.mask_scale_mode).to(pred.dtype)  # type: ignore[arg-type]
+        if self.mask_scale_mode == "maxpool":
+            return F.adaptive_max_pool2d(m, size)
+        if self.mask_scale_mode == "max":
+            return resample_hole(mask, size, "max").to(pred.dtype)
+        return F.interpolate(m, size=size, mode=self.mask_scale_mode)
 
     @staticmethod
     def _check_pred(name: str, pred: Any) -> torch.Tensor:
