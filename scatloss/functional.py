@@ -41,7 +41,10 @@ from ._validation import (
     check_choice,
     check_float_tensor,
     check_hole,
+    check_nonempty_batch,
+    check_number,
     check_same_batch,
+    check_same_device,
     describe,
 )
 from .masks import RESAMPLE_MODES, Resample
@@ -93,7 +96,24 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
     t = check_float_tensor(name, x, ndim=4)
     if t.shape[1] != 1:
         raise ValueError(f"{name}: expected a per-pixel logit map of shape (B, 1, h, w), got shape {tuple(t.shape)}")
+    check_nonempty_batch(name, t)
     return t
+
+
+SMALLEST_TEMPERATURE = float(torch.finfo(torch.float32).tiny)
+"""Smallest accepted InfoNCE temperature: below it ``1 / t`` overflows float32 and the logits become ``inf - inf``."""
+
+
+def check_temperature(temperature: object) -> float:
+    """``temperature`` as a float: a finite number ``>= SMALLEST_TEMPERATURE`` (TypeError / ValueError otherwise)."""
+    return check_number(
+        "temperature", temperature, low=SMALLEST_TEMPERATURE, what="a positive float (finite, 1 / t finite in float32)"
+    )
+
+
+def check_textural_eps(eps: object) -> float:
+    """``eps`` of Eq. 3 as a float: finite and ``> 0`` (``0`` makes a hole-free mask's term ``0 / 0``)."""
+    return check_number("eps", eps, low=0.0, low_open=True, what="a finite number > 0")
 
 
 _hole_at = _fused.hole_at
@@ -166,6 +186,7 @@ def scat_segmenter_loss(
             f"{tuple(fake_logits.shape)}, got {tuple(real_logits.shape)}"
         )
     check_hole(hole, batch=fake_logits.shape[0])
+    check_same_device(fake_logits=fake_logits, real_logits=real_logits, hole=hole)
     check_choice("kind", kind, KINDS)
     check_choice("resample", resample, RESAMPLE_MODES)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -217,6 +238,7 @@ def scat_generator_loss(
     """
     fake_logits = _check_logits("fake_logits", fake_logits)
     check_hole(hole, batch=fake_logits.shape[0])
+    check_same_device(fake_logits=fake_logits, hole=hole)
     check_choice("kind", kind, KINDS)
     check_choice("region", region, REGIONS)
     check_choice("resample", resample, RESAMPLE_MODES)
@@ -260,6 +282,7 @@ def adversarial_discriminator_loss(
     check_choice("kind", kind, KINDS)
     _check_nonempty("fake_logits", fake_logits)
     _check_nonempty("real_logits", real_logits)
+    check_same_device(fake_logits=fake_logits, real_logits=real_logits)
     return _real_term(real_logits, kind).mean() + _fake_term(fake_logits, kind).mean()
 
 
@@ -282,7 +305,8 @@ def adversarial_generator_loss(fake_logits: torch.Tensor, *, kind: Kind = "hinge
 
 
 def _check_nonempty(name: str, x: torch.Tensor) -> None:
-    if x.dim() == 0 or x.numel() == 0:
+    check_nonempty_batch(name, x)
+    if x.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty tensor of shape (B, ...), got shape {tuple(x.shape)}")
 
 
@@ -310,6 +334,10 @@ def _check_feature_lists(
         check_float_tensor(f"anchor_feats[{i}]", a)
         check_float_tensor(f"positive_feats[{i}]", p)
         check_float_tensor(f"negative_feats[{i}]", n)
+        if a.dim() >= 1:
+            check_nonempty_batch(f"anchor_feats[{i}]", a)
+        check_same_device(**{f"anchor_feats[{i}]": a, f"positive_feats[{i}]": p, f"negative_feats[{i}]": n})
+        check_same_device(**{"anchor_feats[0]": anchor_feats[0], f"anchor_feats[{i}]": a})
         if a.dim() < 2 or a.numel() == 0:
             raise ValueError(f"anchor_feats[{i}]: expected a non-empty (B, ...) tensor, got shape {tuple(a.shape)}")
         if p.shape != a.shape or n.shape != a.shape:
@@ -350,11 +378,11 @@ def textural_contrastive_loss(
 
     Raises:
         TypeError: a list that is not a sequence of floating tensors.
-        ValueError: lists of different lengths, layers of different shapes, empty lists, ``eps < 0``.
+        ValueError: lists of different lengths, layers of different shapes, empty lists or batches, layers on
+            different devices, ``eps`` not finite and ``> 0`` (``eps = 0`` makes a hole-free mask ``0 / 0``).
     """
     _check_feature_lists(anchor_feats, positive_feats, negative_feats)
-    if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps: expected a number >= 0, got {eps!r}")
+    eps = check_textural_eps(eps)
     total: torch.Tensor | None = None
     for a, p, n in zip(anchor_feats, positive_feats, negative_feats, strict=True):
         if per_sample:
@@ -398,8 +426,10 @@ def semantic_contrastive_loss(
         anchor: ``(B, D)`` features of the composites.
         positive: ``(B, D)`` features of the ground truths.
         negatives: ``(B, M, D)`` features of ``M`` corrupted versions of each ground truth.
-        temperature: ``t > 0``.
-        normalize: L2-normalise the three inputs along ``D`` (zero vectors stay zero).
+        temperature: ``t``, finite and at least :data:`SMALLEST_TEMPERATURE` (``1 / t`` must be finite in float32).
+        normalize: L2-normalise the three inputs along ``D`` (zero vectors stay zero). Each vector is divided by
+            its largest absolute entry before its norm is taken, so norms that would overflow float32 (any entry
+            above about ``1.8e19``) or underflow are exact; NaN or infinite features give a NaN loss.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``(B,)``).
         backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (fused kernel, see :mod:`scatloss.ops`).
 
@@ -408,13 +438,16 @@ def semantic_contrastive_loss(
 
     Raises:
         TypeError: non-floating inputs, a non-number temperature.
-        ValueError: wrong dimensionality (negatives not 3-D), mismatched ``B``/``D``, ``M = 0``,
-            ``temperature <= 0``, unknown reduction.
+        ValueError: wrong dimensionality (negatives not 3-D), mismatched ``B``/``D``, ``B = 0``, ``M = 0``,
+            inputs on different devices, a temperature that is NaN, infinite or below
+            :data:`SMALLEST_TEMPERATURE`, unknown reduction.
     """
     anchor = check_float_tensor("anchor", anchor, ndim=2)
     positive = check_float_tensor("positive", positive, ndim=2)
     negatives = check_float_tensor("negatives", negatives, ndim=3)
     check_same_batch(anchor=anchor, positive=positive, negatives=negatives)
+    check_nonempty_batch("anchor", anchor)
+    check_same_device(anchor=anchor, positive=positive, negatives=negatives)
     if positive.shape != anchor.shape:
         raise ValueError(f"positive: expected shape {tuple(anchor.shape)} like anchor, got {tuple(positive.shape)}")
     if negatives.shape[2] != anchor.shape[1]:
@@ -424,10 +457,7 @@ def semantic_contrastive_loss(
         )
     if negatives.shape[1] == 0:
         raise ValueError("negatives: expected at least one negative per anchor (M >= 1), got M = 0")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature: expected a positive float, got {describe(temperature)}")
-    if not temperature > 0:
-        raise ValueError(f"temperature: expected a value > 0, got {temperature!r}")
+    temperature = check_temperature(temperature)
     check_choice("reduction", reduction, REDUCTIONS)
     if _dispatch_backend(backend, anchor, positive, negatives) == "triton":
         from .ops import infonce as _ops
@@ -458,6 +488,8 @@ def reconstruction_loss(
     image = check_float_tensor("image", image, ndim=4)
     if prediction.shape != image.shape:
         raise ValueError(f"prediction: expected the shape of image {tuple(image.shape)}, got {tuple(prediction.shape)}")
+    check_nonempty_batch("prediction", prediction)
+    check_same_device(prediction=prediction, image=image)
     check_choice("reduction", reduction, REDUCTIONS)
     err = (prediction - image).abs()
     if reduction == "mean":
@@ -468,6 +500,7 @@ def reconstruction_loss(
 def _check_image_and_hole(image_name: str, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     check_float_tensor(image_name, image, ndim=4)
     check_hole(hole, batch=image.shape[0])
+    check_same_device(**{image_name: image, "hole": hole})
     if hole.shape[-2:] != image.shape[-2:]:
         raise ValueError(
             f"hole: expected the spatial size of {image_name} {tuple(image.shape[-2:])}, "
@@ -491,6 +524,7 @@ def composite(prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor)
     """
     check_float_tensor("prediction", prediction, ndim=4)
     h = _check_image_and_hole("image", image, hole)
+    check_same_device(prediction=prediction, image=image)
     if prediction.shape != image.shape:
         raise ValueError(f"prediction: expected the shape of image {tuple(image.shape)}, got {tuple(prediction.shape)}")
     return h * prediction + (1.0 - h) * image
@@ -510,8 +544,11 @@ def corrupt(image: torch.Tensor, hole: torch.Tensor, fill: float = 1.0) -> torch
 
     Returns:
         ``(B, C, H, W)`` ``image * (1 - hole) + fill * hole``.
+
+    Raises:
+        TypeError: ``fill`` is not a number (e.g. ``"white"``); the tensors' kinds as :func:`composite`.
+        ValueError: ``fill`` is NaN or infinite; shapes, devices or hole values as :func:`composite`.
     """
     h = _check_image_and_hole("image", image, hole)
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
-        raise TypeError(f"fill: expected a float, got {describe(fill)}")
+    fill = check_number("fill", fill, what="a finite float")
     return image * (1.0 - h) + fill * h

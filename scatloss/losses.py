@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import functional as SF
-from ._validation import check_choice, check_float_tensor
+from ._validation import check_choice, check_float_tensor, check_hole, check_number
 from .functional import KINDS, REDUCTIONS, REGIONS, Kind, Reduction, Region, Resample
 from .masks import RESAMPLE_MODES
 
@@ -143,9 +143,7 @@ class TexturalContrastiveLoss(nn.Module):
 
     def __init__(self, *, eps: float = 1e-7, per_sample: bool = False) -> None:
         super().__init__()
-        if not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"eps: expected a number >= 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = SF.check_textural_eps(eps)
         self.per_sample = bool(per_sample)
 
     def forward(
@@ -199,11 +197,7 @@ class SemanticContrastiveLoss(nn.Module):
         backend: Backend = "auto",
     ) -> None:
         super().__init__()
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature: expected a positive float, got {type(temperature).__name__}")
-        if not temperature > 0:
-            raise ValueError(f"temperature: expected a value > 0, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = SF.check_temperature(temperature)
         self.normalize = bool(normalize)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.backend = check_choice("backend", backend, ("auto", "torch", "triton"))
@@ -264,11 +258,8 @@ class ReconstructionLoss(nn.Module):
 
 
 def _check_weight(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    if not value >= 0:
-        raise ValueError(f"{name}: expected a weight >= 0, got {value!r}")
-    return float(value)
+    """A loss weight: a finite float ``>= 0`` (``inf`` would turn every zero term into ``inf * 0 = NaN``)."""
+    return check_number(name, value, low=0.0, what="a finite weight >= 0")
 
 
 FeatureTriple = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], Sequence[torch.Tensor]]
@@ -385,6 +376,13 @@ class InpaintingObjective(nn.Module):
         Returns:
             ``{"adv", "scat", "text", "sem", "rec"}`` (those present) and ``"total"``.
         """
+        check_float_tensor("prediction", prediction, ndim=4)
+        check_float_tensor("image", image, ndim=4)
+        check_hole(hole, batch=image.shape[0])  # also when no SCAT term reads it: a wrong mask is a wrong call
+        if hole.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"hole: expected the spatial size of image {tuple(image.shape[-2:])}, got {tuple(hole.shape[-2:])}"
+            )
         terms: dict[str, torch.Tensor] = {}
         if fake_logits is not None:
             terms["adv"] = self.adversarial(fake_logits)
@@ -413,6 +411,8 @@ class InpaintingObjective(nn.Module):
         ``total = lambda_adv * (adv + scat)``. Global logits and pixel logits come in pairs (fake and
         real); the SCAT pair needs ``hole``.
         """
+        if hole is not None:
+            check_hole(hole)
         terms: dict[str, torch.Tensor] = {}
         if (fake_logits is None) != (real_logits is None):
             raise ValueError("fake_logits, real_logits: expected both or neither, got only one")

@@ -10,14 +10,18 @@ reports them as the ``eager`` baseline. Arguments and semantics are those of the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "fake_term",
     "generator_term",
+    "l2_normalize",
     "real_term",
     "reduce",
+    "row_norms",
     "scat_generator_loss",
     "scat_segmenter_loss",
     "semantic_contrastive_loss",
@@ -72,11 +76,31 @@ def scat_segmenter_loss(
 def scat_generator_loss(
     fake_logits: torch.Tensor, weight: torch.Tensor | None, kind: str, reduction: str
 ) -> torch.Tensor:
-    """Eq. 2: ``w lG(S(x-))`` per pixel, ``w`` the hole mask (released code) or ``None`` (all pixels, the paper)."""
+    """Eq. 2: ``w lG(S(x-))`` per pixel, ``w`` the hole mask (released code) or ``None`` (all pixels, the paper).
+
+    Pixels with ``w = 0`` are selected out, not multiplied by 0: a least-squares term of a logit above ~1.8e19
+    is infinite in float32, and ``inf * 0`` would make the loss NaN."""
     per_pixel = generator_term(fake_logits, kind)
     if weight is not None:
-        per_pixel = per_pixel * weight
+        per_pixel = torch.where(weight != 0, per_pixel * weight, torch.zeros_like(per_pixel))
     return reduce(per_pixel, reduction)
+
+
+def row_norms(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms of the rows of ``x`` (last dim), computed on ``x / max|x|`` and scaled back.
+
+    ``torch.linalg.vector_norm`` squares the entries, so a float32 row with an entry above ~1.8e19 gets an
+    infinite norm (and ``F.normalize`` turns it into zeros); scaling by the largest absolute entry first keeps
+    the norm exact wherever it is representable. Zero rows have norm 0; rows with NaN or infinite entries NaN.
+    """
+    scale = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(x / scale, dim=-1) * scale.squeeze(-1)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=-1, eps=eps)``, i.e. ``x / max(|x|, eps)``, with the norm of :func:`row_norms`."""
+    return x / row_norms(x).clamp(min=eps).unsqueeze(-1)
 
 
 def semantic_contrastive_loss(
@@ -91,7 +115,7 @@ def semantic_contrastive_loss(
     dtype = torch.promote_types(anchor.dtype, torch.float32)
     a, p, n = anchor.to(dtype), positive.to(dtype), negatives.to(dtype)
     if normalize:
-        a, p, n = F.normalize(a, dim=-1), F.normalize(p, dim=-1), F.normalize(n, dim=-1)
+        a, p, n = l2_normalize(a), l2_normalize(p), l2_normalize(n)
     pos = (a * p).sum(dim=-1, keepdim=True)  # (B, 1)
     neg = torch.einsum("bd,bmd->bm", a, n)  # (B, M)
     logits = torch.cat([pos, neg], dim=1) / temperature

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from scatloss._validation import describe
+from scatloss._validation import _is_compiling, describe
 
 __all__ = ["FeatureTap"]
 
@@ -80,15 +81,37 @@ def _clone(value: Any) -> Any:
     return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
 
 
+_RUNNING: dict[int, tuple[int, object]] = {}
+"""``id(module) -> (thread id, claim)`` of every module a tap call is running, to refuse concurrent use.
+
+``dict.setdefault`` and ``dict.pop`` are atomic under the GIL, so claiming needs no lock (a lock acquired just
+before an asynchronous ``KeyboardInterrupt`` could never be released)."""
+
+
 class _Call:
-    """State of one tap call: captured features, their version counters, hook handles."""
+    """State of one tap call: captured features, their version counters, hooks, swapped-out buffers.
+
+    Everything :meth:`finish` undoes is recorded *before* it is done (hook functions before they are registered,
+    original buffers before they are swapped, the module claim before it is taken), and :meth:`finish` is
+    idempotent, so running it again after an asynchronous exception (a signal handler raising
+    ``KeyboardInterrupt`` at any bytecode) completes the cleanup.
+    """
 
     def __init__(self, tap: FeatureTap, early_exit: bool) -> None:
         self.tap = tap
         self.early_exit = early_exit
+        self.active = True
+        self.thread = 0 if _is_compiling() else threading.get_ident()
         self.features: dict[str, Any] = {}
         self.versions: dict[str, list[tuple[torch.Tensor, int]]] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.originals: list[tuple[nn.Module, str, torch.Tensor]] = []
+        self.claim: tuple[int, object] = (self.thread, self)
+        self.key = id(tap._inner)
+        self.hooks: list[tuple[nn.Module, bool, Any]] = [
+            (module, is_input, self._pre_hook(name) if is_input else self._hook(name))
+            for name, (module, is_input) in tap._targets.items()
+        ]
 
     def capture(self, name: str, value: Any) -> None:
         if name in self.features:
@@ -107,21 +130,39 @@ class _Call:
         if self.early_exit and len(self.features) == len(self.tap.layers):
             raise _EarlyExit(self)
 
-    def register(self) -> None:
-        for name, (module, is_input) in self.tap._targets.items():
+    def start(self) -> None:
+        """Claim the module, swap in scratch buffers (``preserve_buffers``), register the hooks."""
+        current = _RUNNING.setdefault(self.key, self.claim)
+        if current is not self.claim and current[0] != self.thread:
+            raise RuntimeError(
+                f"FeatureTap: {type(self.tap._inner).__name__} is already being run by a FeatureTap call in another "
+                "thread; concurrent calls on one module are not supported (hooks and swapped buffers are state of "
+                "the module): serialise the calls, or give each thread its own copy of the module"
+            )
+        if self.tap.preserve_buffers:
+            self.originals = self.tap._buffers()
+            self.tap._swap_in_scratch_buffers(self.originals)
+        for module, is_input, fn in self.hooks:
             if is_input:
-                self.handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
+                self.handles.append(module.register_forward_pre_hook(fn))
             else:
-                self.handles.append(module.register_forward_hook(self._hook(name)))
+                self.handles.append(module.register_forward_hook(fn))
+
+    def _in_thread(self) -> bool:
+        """Whether the running forward is in the calling thread (a compiled tap traces in it: no check there)."""
+        return _is_compiling() or threading.get_ident() == self.thread
 
     def _hook(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self.capture(name, output)
+            if self.active and self._in_thread():  # other threads' forwards are not ours
+                self.capture(name, output)
 
         return hook
 
     def _pre_hook(self, name: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if not (self.active and self._in_thread()):
+                return
             if not args:
                 raise RuntimeError(
                     f"FeatureTap: layer {name!r} was called without positional arguments; "
@@ -131,10 +172,21 @@ class _Call:
 
         return hook
 
-    def remove_hooks(self) -> None:
+    def finish(self) -> None:
+        """Undo :meth:`start`, whatever part of it ran: idempotent, safe to repeat after an interruption."""
+        self.active = False  # first: a hook that somehow survives does nothing
         for handle in self.handles:
-            handle.remove()
+            handle.remove()  # idempotent
+        for module, is_input, fn in self.hooks:  # a hook registered but not yet recorded in self.handles
+            hooks = module._forward_pre_hooks if is_input else module._forward_hooks
+            for key in [k for k, v in list(hooks.items()) if v is fn]:
+                hooks.pop(key, None)
         self.handles.clear()
+        if self.originals:
+            FeatureTap._put_back_buffers(self.originals)
+            self.originals = []
+        if _RUNNING.get(self.key) is self.claim:
+            _RUNNING.pop(self.key, None)
 
     def check(self) -> dict[str, Any]:
         missing = [name for name in self.tap.layers if name not in self.features]
@@ -189,9 +241,11 @@ class FeatureTap:
     Hooks exist only during a call: they are registered when it starts and removed in a ``finally``
     block, so none outlives an exception, :meth:`close` or garbage collection, and no feature of one
     call reaches the next. The tap never changes grad mode: wrap calls in ``torch.no_grad()`` for passes
-    that need no gradient. While a call runs, the hooks see every forward of the module, so do not run
-    the same module from another thread meanwhile; ``DataParallel`` over several GPUs (whose replicas
-    share hooks) is not supported, ``DistributedDataParallel`` is.
+    that need no gradient. The hooks act only on forwards in the calling thread, and a tap call on a module
+    that a tap call in another thread is running raises ``RuntimeError`` (hooks and swapped buffers are state
+    of the module); ``DataParallel`` over several GPUs (whose replicas run in threads) is not supported,
+    ``DistributedDataParallel`` is. Cleanup is safe against asynchronous exceptions (a signal handler raising
+    ``KeyboardInterrupt`` at any moment): no hook outlives the call and preserved buffers are put back.
 
     ``torch.compile``: a compiled module is refused (``TypeError``), because a graph compiled without
     forward hooks ignores hooks added later (``torch._dynamo.config.skip_nnmodule_hook_guards``), so its
@@ -227,7 +281,8 @@ class FeatureTap:
         ValueError: ``layers`` is empty, has duplicates, or names an unknown layer (the message lists
             close matches).
         RuntimeError: at call time, a requested layer did not run, ran more than once, or its captured
-            tensor was modified in place; or the tap is closed.
+            tensor was modified in place; the tap is closed; or a tap call in another thread is running the
+            same module.
 
     Example::
 
@@ -363,39 +418,48 @@ class FeatureTap:
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, early_exit: bool) -> tuple[Any, dict[str, Any]]:
         self._check_open()
         call = _Call(self, early_exit)
-        originals = self._swap_in_scratch_buffers() if self.preserve_buffers else None
         output: Any = None
         try:
-            call.register()
+            call.start()
             try:
                 output = self._called(*args, **kwargs)
             except _EarlyExit as stop:
                 if stop.token is not call:
-                    raise
+                    if getattr(stop.token, "active", False):  # an enclosing call's, in this thread: let it stop
+                        raise
+                    raise RuntimeError(
+                        "FeatureTap: an early exit of a finished call reached this one (internal error)"
+                    ) from None
         finally:
-            call.remove_hooks()
-            if originals is not None:
-                self._put_back_buffers(originals)
+            # Nested so that an asynchronous exception raised inside one cleanup attempt runs the next one.
+            try:
+                call.finish()
+            finally:
+                try:
+                    call.finish()
+                finally:
+                    call.finish()
         features = call.check()
         return output, features
 
-    def _swap_in_scratch_buffers(self) -> list[tuple[nn.Module, str, torch.Tensor]]:
-        """Replace every buffer by a clone for the duration of the forward; return the originals.
+    def _buffers(self) -> list[tuple[nn.Module, str, torch.Tensor]]:
+        """Every ``(module, name, buffer)`` of the unwrapped module (nothing is changed)."""
+        return [
+            (mod, name, buf) for mod in self._inner.modules() for name, buf in mod._buffers.items() if buf is not None
+        ]
+
+    @staticmethod
+    def _swap_in_scratch_buffers(originals: list[tuple[nn.Module, str, torch.Tensor]]) -> None:
+        """Replace every buffer by a clone for the duration of the forward (``originals`` from :meth:`_buffers`).
 
         The forward then updates (and autograd saves) the clones, and the originals are never written:
         putting them back leaves ``state_dict()`` bit-identical without an in-place copy, which would
         bump version counters and break the backward of a graph that saved a buffer (BatchNorm saves
         its running statistics even in training mode).
         """
-        originals = []
         with torch.no_grad():
-            for mod in self._inner.modules():
-                for name, buf in mod._buffers.items():
-                    if buf is not None:
-                        originals.append((mod, name, buf))
             for mod, name, buf in originals:
                 mod._buffers[name] = buf.clone()
-        return originals
 
     @staticmethod
     def _put_back_buffers(originals: list[tuple[nn.Module, str, torch.Tensor]]) -> None:

@@ -130,16 +130,20 @@ BAD_CONFIGS = {
     "scat reduction": (lambda: scatloss.SCATLoss(reduction="avg"), ValueError, r"reduction: expected .*got 'avg'"),
     "scat backend": (lambda: scatloss.SCATLoss(backend="cuda"), ValueError, r"backend: expected .*got 'cuda'"),
     "adversarial kind": (lambda: scatloss.AdversarialLoss(kind="wgan-gp"), ValueError, r"kind: expected .*'wgan-gp'"),
-    "textural eps": (lambda: scatloss.TexturalContrastiveLoss(eps=-1.0), ValueError, r"eps: expected a number >= 0"),
+    "textural eps": (
+        lambda: scatloss.TexturalContrastiveLoss(eps=-1.0),
+        ValueError,
+        r"eps: expected a finite number > 0",
+    ),
     "semantic temperature zero": (
         lambda: scatloss.SemanticContrastiveLoss(temperature=0),
         ValueError,
-        r"temperature: expected a value > 0, got 0",
+        r"temperature: expected a positive float .*, got 0",
     ),
     "semantic temperature type": (
         lambda: scatloss.SemanticContrastiveLoss(temperature="0.07"),
         TypeError,
-        r"temperature: expected a positive float, got str",
+        r"temperature: expected a positive float .*, got str",
     ),
     "semantic reduction": (
         lambda: scatloss.SemanticContrastiveLoss(reduction="mean_over_batch"),
@@ -164,12 +168,12 @@ BAD_CONFIGS = {
     "objective negative weight": (
         lambda: scatloss.InpaintingObjective(lambda_text=-1.0),
         ValueError,
-        r"lambda_text: expected a weight >= 0, got -1.0",
+        r"lambda_text: expected a finite weight >= 0, got -1.0",
     ),
     "objective weight type": (
         lambda: scatloss.InpaintingObjective(lambda_rec="10"),
         TypeError,
-        r"lambda_rec: expected a float, got str",
+        r"lambda_rec: expected a finite weight >= 0, got str",
     ),
     "objective scat kind": (
         lambda: scatloss.InpaintingObjective(scat_kind="wgan"),

@@ -6,8 +6,9 @@ Per anchor row ``b`` (``a = anchor[b]``, ``p = positive[b]``, ``n_j = negatives[
     \hat x = x / \max(\lVert x\rVert, \epsilon),\quad c_0 = \hat a\cdot\hat p,\quad c_j = \hat a\cdot\hat n_j,\quad
     s = c / t,\quad \ell = \operatorname{lse}(s_0, s_1, \dots, s_M) - s_0
 
-(``F.normalize`` with ``eps = 1e-12``; ``normalize=False`` sets ``\hat x = x``). Nothing normalised is
-ever written: a row's dot products are taken with the *raw* row and scaled by its inverse norm,
+(``F.normalize`` with ``eps = 1e-12``; ``normalize=False`` sets ``\hat x = x``). Each norm is taken of
+``x / max|x|`` and scaled back (:func:`_inv_norm_vec`), so huge or tiny rows do not overflow or underflow.
+Nothing normalised is ever written: a row's dot products are taken with the *raw* row and scaled by its inverse norm,
 :math:`c_j = (\hat a\cdot n_j)/\max(\lVert n_j\rVert, \epsilon)`, both sums coming from the same load.
 
 Forward. Grid ``(B, S)``: program ``(b, s)`` streams a contiguous run of ``BLOCK_M``-row tiles of
@@ -84,13 +85,34 @@ def _row(ptr, b, stride_b, stride_d, offs_d, mask_d, F64: tl.constexpr):
 
 
 @triton.jit
-def _inv_norm(sq, NORMALIZE: tl.constexpr, EPS_: tl.constexpr):
-    """(1 / max(||x||, eps), [||x|| >= eps]) from the sum of squares; (1, 0) without normalisation."""
+def _inv_norm_vec(x, NORMALIZE: tl.constexpr, EPS_: tl.constexpr):
+    """(1 / max(||x||, eps), [||x|| >= eps]) of a row ``x``; (1, 0) without normalisation.
+
+    The norm is taken of ``x / max|x|`` and scaled back, so it neither overflows (entries above ~1.8e19 in
+    float32, whose squares are infinite) nor underflows."""
     if NORMALIZE:
-        nrm = tl.sqrt(sq)
+        amax = tl.max(tl.abs(x), axis=0)
+        sc = tl.where(amax > 0, amax, 1.0)
+        y = x * (1.0 / sc)
+        nrm = tl.sqrt(tl.sum(y * y, axis=0)) * sc
         return 1.0 / tl.maximum(nrm, EPS_), tl.where(nrm >= EPS_, 1.0, 0.0)
     else:
-        return sq * 0.0 + 1.0, sq * 0.0
+        z = tl.sum(x * 0.0, axis=0)
+        return z + 1.0, z
+
+
+@triton.jit
+def _inv_norm_rows(x, NORMALIZE: tl.constexpr, EPS_: tl.constexpr):
+    """:func:`_inv_norm_vec` of each row of a ``(BLOCK_M, BLOCK_D)`` tile."""
+    if NORMALIZE:
+        amax = tl.max(tl.abs(x), axis=1)
+        sc = tl.where(amax > 0, amax, 1.0)
+        y = x * (1.0 / sc)[:, None]
+        nrm = tl.sqrt(tl.sum(y * y, axis=1)) * sc
+        return 1.0 / tl.maximum(nrm, EPS_), tl.where(nrm >= EPS_, 1.0, 0.0)
+    else:
+        z = tl.sum(x * 0.0, axis=1)
+        return z + 1.0, z
 
 
 # fmt: off
@@ -107,14 +129,14 @@ def _fwd_partial_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     a = _row(a_ptr, b, sa_b, sa_d, offs_d, mask_d, F64)
-    inv_a, _keep_a = _inv_norm(tl.sum(a * a, axis=0), NORMALIZE, EPS_)
+    inv_a, _keep_a = _inv_norm_vec(a, NORMALIZE, EPS_)
     a_hat = a * inv_a
 
     # the positive, in split 0 only (a masked load costs no traffic elsewhere)
     first = s == 0
     mask_p = offs_d < tl.where(first, D, 0)
     p = _row(p_ptr, b, sp_b, sp_d, offs_d, mask_p, F64)
-    inv_p, _keep_p = _inv_norm(tl.sum(p * p, axis=0), NORMALIZE, EPS_)
+    inv_p, _keep_p = _inv_norm_vec(p, NORMALIZE, EPS_)
     s0 = tl.sum(a_hat * p, axis=0) * inv_p * inv_t
     m_i = tl.where(first, s0, float("-inf"))
     l_i = to_acc(tl.where(first, 1.0, 0.0), F64)
@@ -126,7 +148,7 @@ def _fwd_partial_kernel(
         mask_m = rows < M
         ptrs = n_ptr + b * sn_b + rows.to(tl.int64)[:, None] * sn_m + offs_d[None, :] * sn_d
         n = to_acc(tl.load(ptrs, mask=mask_m[:, None] & mask_d[None, :], other=0.0), F64)
-        inv_n, _keep_n = _inv_norm(tl.sum(n * n, axis=1), NORMALIZE, EPS_)
+        inv_n, _keep_n = _inv_norm_rows(n, NORMALIZE, EPS_)
         sj = tl.where(mask_m, tl.sum(n * a_hat[None, :], axis=1) * inv_n * inv_t, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(sj, axis=0))
         safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # an all-masked history stays at (-inf, 0)
@@ -185,7 +207,7 @@ def _bwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     a = _row(a_ptr, b, sa_b, sa_d, offs_d, mask_d, F64)
-    inv_a, _keep_a = _inv_norm(tl.sum(a * a, axis=0), NORMALIZE, EPS_)
+    inv_a, _keep_a = _inv_norm_vec(a, NORMALIZE, EPS_)
     a_hat = a * inv_a
     lse = tl.load(lse_ptr + b)
     gamma = to_acc(tl.load(g_ptr + b * sg_b), F64) * scale * inv_t  # g_b / t
@@ -194,7 +216,7 @@ def _bwd_kernel(
     first = s == 0
     mask_p = offs_d < tl.where(first, D, 0)
     p = _row(p_ptr, b, sp_b, sp_d, offs_d, mask_p, F64)
-    inv_p, keep_p = _inv_norm(tl.sum(p * p, axis=0), NORMALIZE, EPS_)
+    inv_p, keep_p = _inv_norm_vec(p, NORMALIZE, EPS_)
     c0 = tl.sum(a_hat * p, axis=0) * inv_p
     w0 = tl.where(first, tl.exp(c0 * inv_t - lse) - 1.0, 0.0)  # pi_0 - 1
     acc = (w0 * inv_p) * p  # running (1/gamma) G_a
@@ -212,7 +234,7 @@ def _bwd_kernel(
             rows64 = rows.to(tl.int64)
             ptrs = n_ptr + b * sn_b + rows64[:, None] * sn_m + offs_d[None, :] * sn_d
             n = to_acc(tl.load(ptrs, mask=mask, other=0.0), F64)
-            inv_n, keep_n = _inv_norm(tl.sum(n * n, axis=1), NORMALIZE, EPS_)
+            inv_n, keep_n = _inv_norm_rows(n, NORMALIZE, EPS_)
             c = tl.sum(n * a_hat[None, :], axis=1) * inv_n
             w = tl.where(mask_m, tl.exp(c * inv_t - lse), 0.0) * inv_n  # pi_j * r_j
             if NEED_A:
@@ -240,7 +262,7 @@ def _bwd_anchor_kernel(
     for s in range(1, n_splits):
         g += tl.load(ga_part_ptr + (b * n_splits + s) * D + offs_d, mask=mask_d, other=0.0)
     a = _row(a_ptr, b, sa_b, sa_d, offs_d, mask_d, F64)
-    inv_a, keep_a = _inv_norm(tl.sum(a * a, axis=0), NORMALIZE, EPS_)
+    inv_a, keep_a = _inv_norm_vec(a, NORMALIZE, EPS_)
     a_hat = a * inv_a
     da = inv_a * (g - (keep_a * tl.sum(a_hat * g, axis=0)) * a_hat)
     tl.store(da_ptr + b * D + offs_d, da.to(da_ptr.dtype.element_ty), mask=mask_d)

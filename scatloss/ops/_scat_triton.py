@@ -147,8 +147,8 @@ def _scat_fwd_kernel(
         else:
             lg = lp
             dg = dp
-        if TARGET == 1:
-            loss = hv * lg
+        if TARGET == 1:  # select, not multiply: a masked-out ls term can be inf (|z| > 1.8e19), and inf * 0 = NaN
+            loss = tl.where(hv != 0, hv * lg, 0.0)
             grad_f = hv * dg
         else:
             loss = lg

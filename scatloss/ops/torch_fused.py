@@ -275,7 +275,10 @@ def _generator_pixels(z: torch.Tensor, w: torch.Tensor | None, sl: slice | None,
     if w is None:
         return m
     w = _rows(w, sl)
-    return m.mul_(w) if m.dtype == torch.promote_types(m.dtype, w.dtype) else m * w
+    m = m.mul_(w) if m.dtype == torch.promote_types(m.dtype, w.dtype) else m * w
+    if kind == "ls":  # select, not multiply: (z - 1)^2 is inf for |z| > 1.8e19 in float32, and inf * 0 = NaN
+        m.masked_fill_(w == 0, 0.0)
+    return m
 
 
 class _GeneratorLoss(torch.autograd.Function):
@@ -379,9 +382,11 @@ def scat_generator_hole(
 
 
 def _norms(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Row norms ``|x|``, taken of ``x / max|x|`` and scaled back so that they neither overflow (float32 entries
+    above ~1.8e19 square to infinity) nor underflow; one transient copy of ``x``."""
     if not normalize:
         return torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
-    return torch.linalg.vector_norm(x, dim=-1)
+    return R.row_norms(x)
 
 
 def _inv(norm: torch.Tensor, normalize: bool) -> torch.Tensor:
