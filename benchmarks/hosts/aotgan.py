@@ -78,7 +78,8 @@ def make_args(opts: argparse.Namespace, save_dir: str, distributed: bool, rank: 
         rec[name] = float(weight)
     return argparse.Namespace(
         model="aotgan", block_num=opts.block_num, rates=[1, 2, 4, 8], gan_type="smgan", rec_loss=rec,
-        adv_weight=0.01, lrg=1e-4, lrd=1e-4, beta1=0.5, beta2=0.999, iterations=opts.steps, batch_size=opts.batch * world,
+        adv_weight=0.01, lrg=1e-4, lrd=1e-4, beta1=0.5, beta2=0.999, iterations=opts.steps,
+        batch_size=opts.batch * world,
         world_size=world, distributed=distributed, local_rank=rank, global_rank=rank, tensorboard=False,
         print_every=1, save_every=10**9, save_dir=save_dir, image_size=opts.size,
     )  # fmt: skip
@@ -165,7 +166,7 @@ def run(rank: int, world: int, opts: argparse.Namespace, checkout: str) -> None:
         if not isinstance(trainer.adv_loss, SCATGANLoss) or not isinstance(netD, SCATDiscriminator):
             raise SystemExit("the checkout is not retrofitted: adv_loss / netD are not SCATGANLoss / SCATDiscriminator")
         if rank == 0:
-            g_ok = all(torch.equal(a, b) for a, b in zip(old_g.state_dict().values(), netG.state_dict().values()))
+            g_ok = all(torch.equal(v, netG.state_dict()[k]) for k, v in old_g.state_dict().items())
             d_ok = all(torch.equal(v, netD.netD.state_dict()[k]) for k, v in old_d.state_dict().items())
             check(g_ok and d_ok, "resume: the host's load() restored G and the pre-retrofit D")
 
