@@ -28,7 +28,21 @@ import torch
 from torch import nn
 
 from . import functional as SF
-from ._validation import check_choice, check_float_tensor, check_hole, describe
+from ._validation import (
+    MAX_MEAN_HOLE_RATIO,
+    ValueChecks,
+    check_choice,
+    check_float_tensor,
+    check_hole,
+    check_hole_convention,
+    check_hole_ratio,
+    check_image_range,
+    check_nonempty_batch,
+    check_number,
+    check_same_device,
+    describe,
+    validated,
+)
 from .losses import InpaintingObjective
 from .taps import FeatureTap
 from .utils import frozen_parameters
@@ -128,6 +142,17 @@ class SCATCriterion(nn.Module):
             discriminator.
         mode: ``"fast"`` (default) or ``"naive"``: the release's computation (every pass with autograd, no
             early exit, all negatives at once), for checking and benchmarking.
+        check_inputs: run the boundary checks of each step (default on; ``False`` switches them off). Cheap ones,
+            without synchronisation: the image's dtype and device against the discriminator's parameters (outside
+            autocast), prediction and image swapped (``generator_step`` given an ``image`` that requires grad and a
+            ``prediction`` that does not). Value heuristics, read back with the mask's ``[0, 1]`` check in **one**
+            device-to-host transfer per step (also off under ``scatloss.set_value_checks(False)``): ``image``
+            outside ``image_range`` (a ``[0, 1]`` batch with no negative value, ``[0, 255]``, NaN), and a hole mask
+            that looks inverted (1 = known): the batch's mean hole ratio, all-hole samples left out, above
+            ``0.6`` (the paper's largest), or a composite passed as ``prediction`` that equals ``image`` exactly
+            on every pixel the mask calls a hole. Everything the step calls afterwards skips its own value checks.
+        image_range: the images' value range for the range check: ``(-1, 1)`` (default, as AOT-GAN and the
+            release) or ``(0, 1)`` (LaMa); ``None`` skips that check only.
 
     Shape:
         - prediction, image: ``(B, C, H, W)``; hole: ``(B, 1, H, W)``, 1 = missing. ``B >= 1``.
@@ -163,8 +188,24 @@ class SCATCriterion(nn.Module):
         terms: Collection[str] | None = None,
         freeze_discriminator: bool = True,
         mode: Literal["fast", "naive"] = "fast",
+        check_inputs: bool = True,
+        image_range: tuple[float, float] | None = (-1.0, 1.0),
     ) -> None:
         super().__init__()
+        if not isinstance(check_inputs, bool):
+            raise TypeError(f"check_inputs: expected a bool, got {describe(check_inputs)}")
+        self.check_inputs = check_inputs
+        if image_range is not None:
+            if not isinstance(image_range, (tuple, list)) or len(image_range) != 2:
+                raise TypeError(
+                    f"image_range: expected a (low, high) pair of floats or None, got {describe(image_range)}"
+                )
+            lo = check_number("image_range[0]", image_range[0])
+            hi = check_number("image_range[1]", image_range[1])
+            if not lo < hi:
+                raise ValueError(f"image_range: expected low < high, got {tuple(image_range)!r}")
+            image_range = (lo, hi)
+        self.image_range = image_range
         if not isinstance(discriminator, nn.Module):
             raise TypeError(f"discriminator: expected a torch.nn.Module, got {describe(discriminator)}")
         if segmenter is not None and not isinstance(segmenter, nn.Module):
@@ -186,7 +227,7 @@ class SCATCriterion(nn.Module):
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
         self.chunk_size = chunk_size
-        self.fill = float(fill)
+        self.fill = check_number("fill", fill, what="a finite float")
         self.objective = objective if objective is not None else InpaintingObjective()
         if not isinstance(self.objective, InpaintingObjective):
             raise TypeError(f"objective: expected an InpaintingObjective, got {describe(self.objective)}")
@@ -259,18 +300,64 @@ class SCATCriterion(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------------
-    def _check_inputs(self, prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> None:
+    def _check_inputs(
+        self, prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor, *, generator: bool
+    ) -> None:
+        """Every check of a step, its value checks read back in one transfer (see ``check_inputs``)."""
         check_float_tensor("prediction", prediction, ndim=4)
         check_float_tensor("image", image, ndim=4)
         if prediction.shape != image.shape:
             raise ValueError(
                 f"prediction: expected the shape of image {tuple(image.shape)}, got {tuple(prediction.shape)}"
             )
-        check_hole(hole, batch=image.shape[0])
+        check_nonempty_batch("image", image)
+        checks = ValueChecks()
+        check_hole(hole, batch=image.shape[0], checks=checks)
         if hole.shape[-2:] != image.shape[-2:]:
             raise ValueError(
                 f"hole: expected the spatial size of image {tuple(image.shape[-2:])}, got {tuple(hole.shape[-2:])}"
             )
+        check_same_device(prediction=prediction, image=image, hole=hole)
+        if self.check_inputs:
+            self._check_against_networks(image)
+            if generator and torch.is_grad_enabled() and image.requires_grad and not prediction.requires_grad:
+                raise ValueError(
+                    "prediction, image: expected the generator's output (with gradient to G) as prediction and the "
+                    "ground truth as image, got an image that requires grad and a prediction that does not; they "
+                    "look swapped (pass check_inputs=False if this is intended)"
+                )
+            switch = "check_inputs=False"
+            if self.image_range is not None:
+                check_image_range(
+                    "image", image, expected=self.image_range, host="SCATCriterion", checks=checks, switch=switch
+                )
+            check_hole_convention("hole", prediction, image, hole, host="scatloss", checks=checks, switch=switch)
+            check_hole_ratio("hole", hole, limit=MAX_MEAN_HOLE_RATIO, checks=checks, switch=switch)
+        checks.run()
+
+    def _check_against_networks(self, image: torch.Tensor) -> None:
+        """The image's device and dtype against the first floating parameter of D (and S): named errors instead
+        of a convolution's RuntimeError. The dtype is not compared under autocast, which casts per op."""
+        for what, net in (("discriminator", self.discriminator), ("segmenter", self.segmenter)):
+            if net is None:
+                continue
+            param = next((p for p in net.parameters() if p.is_floating_point()), None)
+            if param is None:
+                continue
+            if param.device != image.device:
+                raise ValueError(
+                    f"image: expected tensors on the {what}'s device {param.device}, got {image.device}; move "
+                    f"the inputs (or the {what}) with .to(device)"
+                )
+            try:
+                autocast = torch.is_autocast_enabled(image.device.type)
+            except (RuntimeError, TypeError):  # a device type without autocast (meta)
+                autocast = False
+            if param.dtype != image.dtype and not autocast:
+                raise TypeError(
+                    f"image: expected dtype {param.dtype} like the {what}'s parameters, got {image.dtype}; convert "
+                    f"the inputs with .to({param.dtype}) (or the {what}), or run the step under torch.autocast"
+                )
 
     def _pool(self, feature: torch.Tensor) -> torch.Tensor:
         if not isinstance(feature, torch.Tensor):
@@ -301,7 +388,7 @@ class SCATCriterion(nn.Module):
             if key not in self._sampler_cache:
                 self._sampler_cache[key] = MaskGenerator(height, width, seed=self.seed)
             masks = self._sampler_cache[key].sample(n)
-        masks = check_hole(masks, batch=n, name="mask_sampler(...)")
+        masks = check_hole(masks, batch=n, name="mask_sampler(...)", recheck=self.mask_sampler is not None)
         if masks.shape[-2:] != (height, width):
             raise ValueError(
                 f"mask_sampler(...): expected masks of size {(height, width)}, got {tuple(masks.shape[-2:])}"
@@ -383,13 +470,14 @@ class SCATCriterion(nn.Module):
                 b = image.shape[0]
                 n_total = b * m
                 # In "batch" mode the diagonal (image b, its own mask b) is the corrupted input, already done.
-                flat = torch.arange(n_total, device=image.device)
+                # Index arithmetic on the CPU: boolean indexing of a device tensor would synchronise with it.
+                flat = torch.arange(n_total)
                 diagonal = (flat // m) + offset == (flat % m)
-                todo = flat[~diagonal] if shared else flat
+                todo = (flat[~diagonal] if shared else flat).to(image.device)
                 own = self._pool(neg[self.semantic_layer])  # type: ignore[index]
                 out = own.new_empty(n_total, own.shape[1])
                 if shared:
-                    out[flat[diagonal]] = own
+                    out[flat[diagonal].to(image.device)] = own
                 for sl in self._chunks(todo.numel()):
                     idx = todo[sl]
                     feats = tap_sem.features(self._negative_images(image, masks, m, shared, idx))
@@ -436,7 +524,13 @@ class SCATCriterion(nn.Module):
         Returns:
             A dict of unweighted terms and the weighted ``"total"`` to call ``backward()`` on.
         """
-        self._check_inputs(prediction, image, hole)
+        self._check_inputs(prediction, image, hole, generator=True)
+        with validated():  # checked once, here: what the step calls skips its own value checks
+            return self._generator_terms(prediction, image, hole)
+
+    def _generator_terms(
+        self, prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         comp = SF.composite(prediction, image, hole)
         need_feats = "text" in self.terms or "sem" in self.terms
         need_d = need_feats or "adv" in self.terms or ("scat" in self.terms and self.segmenter is None)
@@ -487,7 +581,13 @@ class SCATCriterion(nn.Module):
 
         ``prediction`` is detached here; the composite is rebuilt from it.
         """
-        self._check_inputs(prediction, image, hole)
+        self._check_inputs(prediction, image, hole, generator=False)
+        with validated():  # checked once, here: what the step calls skips its own value checks
+            return self._discriminator_terms(prediction, image, hole)
+
+    def _discriminator_terms(
+        self, prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         comp = SF.composite(prediction.detach(), image, hole)
         want_adv = "adv" in self.terms
         want_scat = "scat" in self.terms

@@ -54,8 +54,27 @@ def resample_hole(hole: torch.Tensor, size: tuple[int, int], mode: Resample = "a
 
     Upsampling (``h > H``) is allowed in every mode; area and max then reduce to nearest-style
     replication through adaptive pooling.
+
+    Raises:
+        TypeError: ``hole`` not a float or bool tensor (an int64 mask: convert with ``.float()``), ``size`` not a
+            pair of ints (a fractional size is refused, not truncated).
+        ValueError: ``hole`` not ``(B, 1, H, W)`` (a 3-D or 2-channel mask), float values outside ``[0, 1]``,
+            non-positive sizes, an unknown ``mode``.
     """
+    check_hole(hole)
     check_choice("resample", mode, RESAMPLE_MODES)
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
+        raise TypeError(f"size: expected a pair (h, w) of positive ints, got {describe(size)}")
+    for axis, v in zip(("h", "w"), size, strict=True):
+        if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)):
+            raise TypeError(f"size: expected a pair (h, w) of positive ints, got {axis} = {describe(v)}")
+        if v < 1:
+            raise ValueError(f"size: expected a pair (h, w) of positive ints, got {axis} = {v}")
+    return resample_hole_unchecked(hole, (size[0], size[1]), mode)
+
+
+def resample_hole_unchecked(hole: torch.Tensor, size: tuple[int, int], mode: Resample = "area") -> torch.Tensor:
+    """:func:`resample_hole` without input checks, for callers that validated ``hole`` already (internal)."""
     h, w = int(size[0]), int(size[1])
     H, W = int(hole.shape[-2]), int(hole.shape[-1])
     if mode == "nearest" and h <= H and w <= W and H % h == 0 and W % w == 0:

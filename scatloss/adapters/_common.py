@@ -10,14 +10,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import value_checks_enabled
+from .._validation import (
+    RANGE_TOLERANCE,
+    check_hole_convention,
+    check_image_range,
+    inverted_hole_samples,
+)
+
+__all__ = ["check_hole_convention", "check_image_range", "inverted_hole_samples"]  # re-exported for the adapters
 
 # ----------------------------------------------------------------------------------------------------------
 # Boundary checks of the hosts' conventions (shared by both adapters; not public API)
 # ----------------------------------------------------------------------------------------------------------
 
-_RANGE_TOLERANCE = 1e-2
-"""Overshoot tolerated beyond a range's ends (interpolation and float round-off in data pipelines)."""
+# The checks themselves live in scatloss._validation, where SCATCriterion uses them too: each queues its statistics
+# on a ValueChecks, so that an adapter call reads all of them back in one device-to-host transfer.
+_RANGE_TOLERANCE = RANGE_TOLERANCE
 
 _ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.LeakyReLU,
@@ -33,76 +41,6 @@ _ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.Hardswish,
 )
 """Modules that end a convolution block for :func:`conv_blocks`."""
-
-
-def _range_error(name: str, host: str, expected: str, lo: float, hi: float, guess: str) -> ValueError:
-    return ValueError(
-        f"{name}: expected images in {expected} ({host}'s convention), got values in [{lo:.4g}, {hi:.4g}], "
-        f"which looks like {guess}. Convert the images, or pass check_range=False if this batch really is in "
-        f"{expected} (the check is a heuristic over the whole batch)"
-    )
-
-
-def check_image_range(name: str, image: torch.Tensor, *, expected: tuple[float, float], host: str) -> None:
-    """Raise ``ValueError`` when a batch of natural images is clearly not in ``expected`` (``(-1, 1)`` or ``(0, 1)``).
-
-    Heuristics, over the whole batch: any value beyond ``expected`` by more than 1e-2 (e.g. ``[0, 255]``);
-    for ``(-1, 1)``, no negative value at all (a ``[0, 1]`` batch: natural images in ``[-1, 1]`` have dark
-    pixels below 0); for ``(0, 1)``, any value below ``-1e-2`` (a ``[-1, 1]`` batch). Skipped while
-    :func:`scatloss.value_checks_enabled` is false. One device synchronisation.
-    """
-    if not value_checks_enabled() or image.numel() == 0:
-        return
-    lo_t, hi_t = torch.aminmax(image.detach())
-    lo, hi = float(lo_t), float(hi_t)
-    low_end, high_end = expected
-    text = f"[{low_end:g}, {high_end:g}]"
-    if not (lo == lo and hi == hi):  # NaN
-        raise ValueError(f"{name}: expected finite images in {text} ({host}'s convention), got NaN values")
-    if hi > high_end + _RANGE_TOLERANCE:
-        guess = "[0, 255] (uint8 scale)" if hi > 2.0 else "a different normalisation"
-        raise _range_error(name, host, text, lo, hi, guess)
-    if low_end < 0.0 and lo >= 0.0:
-        raise _range_error(name, host, text, lo, hi, "[0, 1] (no negative value in the whole batch)")
-    if low_end >= 0.0 and lo < low_end - _RANGE_TOLERANCE:
-        raise _range_error(
-            name, host, text, lo, hi, "[-1, 1]" if lo >= -1.0 - _RANGE_TOLERANCE else "unnormalised data"
-        )
-
-
-def inverted_hole_samples(fake: torch.Tensor, real: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: samples whose mask looks like a *valid* mask (1 = known) given where ``fake == real``.
-
-    Under a hole mask a composite equals the ground truth exactly wherever the mask is 0 (``(1 - 0) * x + 0 *
-    pred == x`` in floating point). A sample is flagged when ``fake`` equals ``real`` (all channels) on every
-    pixel the mask calls a hole (``== 1``), differs on at least one pixel the mask calls known (``== 0``), and
-    the mask has at least one hole. A correct composite under a correct hole mask is never flagged; a raw
-    prediction (not a composite) essentially never equals the ground truth on every hole pixel, so it is not
-    flagged either (the check then simply cannot tell).
-    """
-    with torch.no_grad():
-        h = hole.float() if hole.dtype == torch.bool else hole
-        same = (fake == real).all(dim=1, keepdim=True)
-        known, holes = h == 0, h == 1
-        consistent = (same | ~known).flatten(1).all(dim=1)
-        same_on_holes = (same | ~holes).flatten(1).all(dim=1)
-        has_holes = holes.flatten(1).any(dim=1)
-        return same_on_holes & has_holes & ~consistent
-
-
-def check_hole_convention(name: str, fake: torch.Tensor, real: torch.Tensor, hole: torch.Tensor, *, host: str) -> None:
-    """Raise ``ValueError`` when ``hole`` is evidently a valid mask (1 = known); see :func:`inverted_hole_samples`."""
-    if not value_checks_enabled():
-        return
-    flagged = inverted_hole_samples(fake, real, hole)
-    if bool(flagged.any()):
-        idx = flagged.nonzero().flatten().tolist()
-        raise ValueError(
-            f"{name}: expected a hole mask (1 = missing pixel, {host}'s convention), got what looks like a valid "
-            f"mask (1 = known pixel): in sample(s) {idx[:8]} the composite equals the ground truth exactly on "
-            "every pixel the mask calls a hole and differs from it where the mask calls pixels known. Pass "
-            "1 - mask, or check_mask=False to skip this check"
-        )
 
 
 def check_criterion_options(negatives: Any, chunk_size: Any, fill: Any) -> None:

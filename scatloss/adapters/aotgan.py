@@ -1,21 +1,29 @@
 r"""SCAT and the contrastive losses for an AOT-GAN trainer (researchmm/AOT-GAN-for-Inpainting), no host import.
 
-AOT-GAN's trainer, as this adapter assumes it (the lines that matter)::
+AOT-GAN's trainer (``src/trainer/trainer.py``, checked against the repository; the lines that matter)::
 
-    self.netD = net.Discriminator()                                  # SN-PatchGAN, LeakyReLU(inplace=True)
-    self.optimD = torch.optim.Adam(self.netD.parameters(), lr=args.lrd, ...)
-    self.adv_loss = getattr(gan_loss, args.gan_type)()               # default "smgan"
+    self.adv_loss = getattr(loss_module, args.gan_type)()            # default "smgan"
+    self.netG = net.InpaintGenerator(args).cuda()
+    self.optimG = torch.optim.Adam(self.netG.parameters(), lr=args.lrg, betas=(args.beta1, args.beta2))
+    self.netD = net.Discriminator().cuda()                           # SN-PatchGAN, LeakyReLU(inplace=True)
+    self.optimD = torch.optim.Adam(self.netD.parameters(), lr=args.lrd, betas=(args.beta1, args.beta2))
+    self.load()                                                      # every load in try/except Exception: pass
+    if args.distributed:                                             # train.py: True whenever > 1 GPU is visible
+        self.netG = DDP(self.netG, device_ids=[args.local_rank], output_device=[args.local_rank])
+        self.netD = DDP(self.netD, device_ids=[args.local_rank], output_device=[args.local_rank])
     ...
-    images_masked = images * (1 - masks).float() + masks             # hole masks (1 = missing), [-1, 1]
+    images_masked = (images * (1 - masks).float()) + masks           # hole masks (1 = missing), [-1, 1]
     pred_img = self.netG(images_masked, masks)
     comp_img = (1 - masks) * images + masks * pred_img
-    losses = {name: weight * rec_loss(pred_img, images) ...}         # L1, style, perceptual
+    losses = {name: weight * rec_loss(pred_img, images) ...}         # default 1*L1 + 250*Style + 0.1*Perceptual
     dis_loss, gen_loss = self.adv_loss(self.netD, comp_img, images, masks)
-    losses["advg"] = gen_loss * args.adv_weight
-    self.optimG.zero_grad(); self.optimD.zero_grad()
-    sum(losses.values()).backward()                                  # generator losses first ...
+    losses["advg"] = gen_loss * self.args.adv_weight                 # default adv_weight 0.01
+    self.optimG.zero_grad()
+    self.optimD.zero_grad()
+    sum(losses.values()).backward()
+    losses["advd"] = dis_loss
+    dis_loss.backward()
     self.optimG.step()
-    dis_loss.backward()                                              # ... then the discriminator loss
     self.optimD.step()
 
 Both backward passes run after ``optimD.zero_grad()``, so any gradient that ``gen_loss`` sends into D's
@@ -30,16 +38,17 @@ Retrofit (four changed or added lines)::
     self.optimG.add_param_group({"params": list(self.netD.generator_parameters())})   # after optimD is built
     self.adv_loss = SCATGANLoss(host_adv_weight=args.adv_weight)                 # was: getattr(...)()
 
-``optimD = Adam(self.netD.parameters())`` is unchanged and now also trains the segmenter.
+``optimD = Adam(self.netD.parameters())`` is unchanged and now also trains the segmenter. Under
+``distributed=True`` the host's own DDP lines wrap the :class:`SCATDiscriminator`; :class:`SCATGANLoss` then runs
+its whole step inside that wrapper's forward, so DDP all-reduces D's, S's and the head's gradients.
 
 Weights. The paper's generator objective is :math:`\lambda_{adv}(\mathcal{L}_{adv} + \mathcal{L}_{SCAT}) +
-\lambda_{text}\mathcal{L}_{text} + \lambda_{sem}\mathcal{L}_{sem} + \lambda_{rec}\mathcal{L}_{rec}` (Eq. 8).
-``gen_loss`` is :math:`\mathcal{L}_{adv} + \mathcal{L}_{SCAT} + (\lambda_{text}\mathcal{L}_{text} +
-\lambda_{sem}\mathcal{L}_{sem}) / w_{host}` with ``w_host = host_adv_weight``; the trainer multiplies it by
-``args.adv_weight``, so with ``host_adv_weight=args.adv_weight`` the generator minimises exactly Eq. 8 with
-:math:`\lambda_{adv}` = ``args.adv_weight`` and the absolute :math:`\lambda_{text}, \lambda_{sem}`; the host's own
-L1/style/perceptual losses play :math:`\lambda_{rec}\mathcal{L}_{rec}`. With the default ``host_adv_weight=1``
-the contrastive weights are scaled by ``args.adv_weight`` too.
+\lambda_{text}\mathcal{L}_{text} + \lambda_{sem}\mathcal{L}_{sem} + \lambda_{rec}\mathcal{L}_{rec}` (Eq. 8) with
+10 : 1 : 10 for text : sem : rec. A host has its own reconstruction weight ``w_rec`` (AOT-GAN's L1: 1), so the
+contrastive terms keep the paper's ratio to it: the generator minimises ``w_adv (L_adv + L_SCAT) + (w_rec /
+lambda_rec) (lambda_text L_text + lambda_sem L_sem) + host losses`` (AOT-GAN: ``1.0 L_text + 0.1 L_sem`` next
+to ``1 * L1``). ``gen_loss`` carries the contrastive part divided by ``host_adv_weight``, because the trainer
+multiplies ``gen_loss`` by ``args.adv_weight``: pass ``host_adv_weight=args.adv_weight``.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_float_tensor, check_hole, describe
+from .._validation import ValueChecks, check_choice, check_float_tensor, check_hole, describe, validated
 from ..criterion import SCATCriterion
 from ..functional import KINDS, REGIONS, Kind, Region
 from ..losses import InpaintingObjective, _check_weight
@@ -86,8 +95,8 @@ class SCATDiscriminator(nn.Module):
     host's ``optimD = Adam(netD.parameters())`` trains both; the projection head of the semantic loss is
     left out of :meth:`parameters` on purpose and belongs to the **generator's** optimiser
     (:meth:`generator_parameters`), as in the authors' release. All three are submodules, so ``.cuda()`` /
-    ``.to()`` move them and ``state_dict()`` saves them (keys ``netD.*``, ``segmenter.*``, ``projection.*``;
-    load a pre-SCAT checkpoint with ``scat_d.netD.load_state_dict(...)``).
+    ``.to()`` move them and ``state_dict()`` saves them (keys ``netD.*``, ``segmenter.*``, ``projection.*``).
+    :meth:`load_state_dict` also takes the host's plain discriminator state dict (a pre-retrofit checkpoint).
 
     Feature layers (names from ``netD.named_modules()``; see :class:`~scatloss.taps.FeatureTap`):
 
@@ -103,7 +112,7 @@ class SCATDiscriminator(nn.Module):
     detects and refuses at call time. Pass ``()`` / ``None`` to drop the textural / semantic term.
 
     Args:
-        netD: the host's discriminator (not DDP/DataParallel-wrapped: the adapter runs it directly).
+        netD: the host's discriminator, unwrapped (the host's DDP goes around the ``SCATDiscriminator``).
         segmenter: the SCAT segmenter ``S``, any module ``(B, C, H, W) -> (B, 1, H, W)`` logits; default a
             :class:`scatloss.nets.UNetSegmenter` for ``in_channels`` channels (spectral-normed, base 32, depth 4:
             ``H, W`` divisible by 16), created on ``netD``'s device.
@@ -157,7 +166,7 @@ class SCATDiscriminator(nn.Module):
         if isinstance(netD, _WRAPPERS):
             raise TypeError(
                 f"netD: expected an unwrapped discriminator, got a {type(netD).__name__}; wrap the plain module "
-                "(SCATDiscriminator(netD.module)); see SCATGANLoss for why DDP is not supported"
+                "(SCATDiscriminator(netD.module)) and put DDP around the SCATDiscriminator, as AOT-GAN's trainer does"
             )
         if segmenter is not None and not isinstance(segmenter, nn.Module):
             raise TypeError(f"segmenter: expected a torch.nn.Module or None, got {describe(segmenter)}")
@@ -323,8 +332,10 @@ class SCATGANLoss(nn.Module):
       (generator backward, then ``dis_loss.backward()``, both after ``optimD.zero_grad()``) leaves D's update
       equal to ``dis_loss``'s gradient. No reconstruction term: the host already has its L1.
 
-    The host multiplies ``gen_loss`` by ``args.adv_weight``; pass the same value as ``host_adv_weight`` to give
-    the contrastive terms their absolute weights (see the module docstring). This replaces AOT-GAN's ``smgan``
+    The host multiplies ``gen_loss`` by ``args.adv_weight``; pass the same value as ``host_adv_weight``. The
+    contrastive terms then enter the generator's total as ``(host_rec_weight / lambda_rec) * (lambda_text * L_text
+    + lambda_sem * L_sem)``: the paper's ratio to its reconstruction weight, carried over to the host's (module
+    docstring). This replaces AOT-GAN's ``smgan``
     loss (least squares against a Gaussian-blurred mask) by the paper's choice, hinge on every patch for the
     global term, plus SCAT; ``kind="ls"`` is least squares against plain 0/1 targets, not smgan.
 
@@ -339,12 +350,19 @@ class SCATGANLoss(nn.Module):
       ``fake`` equals ``real`` exactly on every pixel that mask calls a hole and differs where it calls pixels
       known. A correct composite under a correct hole mask can never trip it.
 
-    Not supported: a ``DistributedDataParallel`` / ``DataParallel``-wrapped ``netD`` (``TypeError``): the
-    adapter's passes run the discriminator and segmenter directly, so DDP would not all-reduce their gradients.
+    **DistributedDataParallel.** ``netD`` may be a ``DistributedDataParallel``-wrapped :class:`SCATDiscriminator`
+    (AOT-GAN's ``distributed=True`` path). The whole step (D step and generator terms) then runs as one forward
+    of the wrapper, so DDP all-reduces the gradients of D, S and the head (the head, which DDP's construction does
+    not broadcast because :meth:`SCATDiscriminator.parameters` leaves it out, is broadcast from rank 0 on the
+    first call). Per-sample terms then equal one process on the concatenated batch; the textural term (a ratio
+    of batch means) and the semantic term with ``negatives_from="local"`` are computed per rank.
+    ``DataParallel`` is refused (``TypeError``).
 
     Args:
         host_adv_weight: the weight your trainer multiplies ``gen_loss`` by (AOT-GAN: ``args.adv_weight``).
-        lambda_text, lambda_sem: absolute weights of Eq. 3 and Eq. 4 (paper: 10 and 1).
+        host_rec_weight: your trainer's reconstruction (L1) weight (AOT-GAN: 1).
+        lambda_text, lambda_sem, lambda_rec: the paper's weights of Eq. 3, Eq. 4 and Eq. 7 (10, 1, 10); only their
+            ratios matter here.
         kind: global adversarial form, ``"hinge"`` (paper) | ``"bce"`` | ``"ls"``.
         scat_kind: SCAT form (default: ``kind``).
         region: SCAT generator term over ``"hole"`` pixels (release, default) or ``"all"`` (Eq. 2).
@@ -352,6 +370,8 @@ class SCATGANLoss(nn.Module):
         temperature, normalize: InfoNCE options (``temperature=1.0`` reproduces the release).
         negatives: ``"batch"`` (each image corrupted by every mask of the batch, ``B*B`` extra partial D passes
             without autograd; the release) or an int ``M`` of fresh masks per image.
+        negatives_from: ``"local"`` (default) or ``"global"``: under DDP, the masks of every rank (see
+            :class:`~scatloss.SCATCriterion`).
         fill: hole value of :math:`\tilde x` and the negatives (1.0, white, as AOT-GAN fills its input).
         chunk_size, seed: see :class:`~scatloss.SCATCriterion`.
         check_range, check_mask: the boundary checks above.
@@ -364,7 +384,8 @@ class SCATGANLoss(nn.Module):
         - returns two scalars ``(dis_loss, gen_loss)``.
 
     Raises:
-        TypeError: ``netD`` not a :class:`SCATDiscriminator`, or wrapped; non-float tensors.
+        TypeError: ``netD`` not a :class:`SCATDiscriminator` (or a DDP wrapper around one; the message names what
+            arrived), a ``DataParallel`` wrapper; non-float tensors.
         ValueError: shapes, hole values outside ``[0, 1]``, and the boundary checks above.
     """
 
@@ -490,15 +511,17 @@ class SCATGANLoss(nn.Module):
         check_float_tensor("real", real, ndim=4)
         if fake.shape != real.shape:
             raise ValueError(f"fake: expected the shape of real {tuple(real.shape)}, got {tuple(fake.shape)}")
-        check_hole(masks, batch=real.shape[0], name="masks")
+        checks = ValueChecks()  # every value check of the call, read back in one transfer
+        check_hole(masks, batch=real.shape[0], name="masks", checks=checks)
         if masks.shape[-2:] != real.shape[-2:]:
             raise ValueError(
                 f"masks: expected the spatial size of real {tuple(real.shape[-2:])}, got {tuple(masks.shape[-2:])}"
             )
         if self.check_range:
-            check_image_range("real", real, expected=(-1.0, 1.0), host="AOT-GAN")
+            check_image_range("real", real, expected=(-1.0, 1.0), host="AOT-GAN", checks=checks)
         if self.check_mask:
-            check_hole_convention("masks", fake.detach(), real, masks, host="AOT-GAN")
+            check_hole_convention("masks", fake.detach(), real, masks, host="AOT-GAN", checks=checks)
+        checks.run()
         if wrapper is None:
             return self._step(inner, fake, real, masks)
         if id(wrapper) not in self._synced:
@@ -515,8 +538,9 @@ class SCATGANLoss(nn.Module):
         self, netD: SCATDiscriminator, fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         crit = self.criterion(netD)
-        d_terms = crit.discriminator_step(fake, real, masks)
-        g_terms = crit.generator_step(fake, real, masks)
+        with validated():  # checked once, in forward: the criterion and what it calls skip their value checks
+            d_terms = crit.discriminator_step(fake, real, masks)
+            g_terms = crit.generator_step(fake, real, masks)
         self.last_terms = {f"d_{k}": v.detach() for k, v in d_terms.items() if k != "total"}
         self.last_terms.update({f"g_{k}": v.detach() for k, v in g_terms.items() if k not in ("total", "rec")})
         return d_terms["total"], g_terms["total"]

@@ -40,11 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_float_tensor, check_hole, describe
+from .._validation import ValueChecks, check_choice, check_float_tensor, check_hole, describe, validated
 from ..criterion import SCATCriterion
 from ..functional import KINDS, Kind, Region
 from ..losses import InpaintingObjective
-from ..masks import Resample, resample_hole
+from ..masks import Resample
+from ..masks import resample_hole_unchecked as resample_hole  # the mask was checked in _check
 from ..nets import UNetSegmenter
 from ..reference import fake_term as _fake_term
 from ..reference import generator_term as _generator_term
@@ -333,15 +334,17 @@ class SCATAdversarialLoss(nn.Module):
             raise ValueError(
                 f"fake_batch: expected the shape of real_batch {tuple(real.shape)}, got {tuple(fake.shape)}"
             )
-        check_hole(mask, batch=real.shape[0], name="mask")
+        checks = ValueChecks()  # every value check of the call, read back in one transfer
+        check_hole(mask, batch=real.shape[0], name="mask", checks=checks)
         if mask.shape[-2:] != real.shape[-2:]:
             raise ValueError(
                 f"mask: expected the spatial size of real_batch {tuple(real.shape[-2:])}, got {tuple(mask.shape[-2:])}"
             )
         if self.check_range:
-            check_image_range("real_batch", real, expected=(0.0, 1.0), host="LaMa")
+            check_image_range("real_batch", real, expected=(0.0, 1.0), host="LaMa", checks=checks)
         if self.check_mask:
-            check_hole_convention("mask", fake.detach(), real.detach(), mask, host="LaMa")
+            check_hole_convention("mask", fake.detach(), real.detach(), mask, host="LaMa", checks=checks)
+        checks.run()
 
     def _mask_at(self, mask: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """The mask at the patch map's size, as LaMa's ``interpolate_mask`` (unchanged when the sizes agree)."""
@@ -361,13 +364,19 @@ class SCATAdversarialLoss(nn.Module):
         return F.interpolate(m, size=size, mode=self.mask_scale_mode)
 
     @staticmethod
-    def _check_pred(name: str, pred: Any) -> torch.Tensor:
+    def _check_pred(name: str, pred: Any, batch: int) -> torch.Tensor:
         if isinstance(pred, (tuple, list)):
             raise TypeError(
                 f"{name}: expected the logits tensor, got a {type(pred).__name__}; LaMa discriminators return "
                 "(logits, features): pass the logits"
             )
-        return check_float_tensor(name, pred)
+        check_float_tensor(name, pred, ndim=4)
+        if pred.shape[0] != batch or pred.shape[1] != 1:  # would broadcast against the mask silently
+            raise ValueError(
+                f"{name}: expected a patch map of shape (B, 1, h, w) with B = {batch} like real_batch, got shape "
+                f"{tuple(pred.shape)}"
+            )
+        return pred
 
     # --------------------------------------------------------------------------------------------------
     def pre_generator_step(
@@ -398,7 +407,7 @@ class SCATAdversarialLoss(nn.Module):
         ``contra_text``, ``contra_sem`` (unweighted, detached).
         """
         self._check(real_batch, fake_batch, mask)
-        fake_pred = self._check_pred("discr_fake_pred", discr_fake_pred)
+        fake_pred = self._check_pred("discr_fake_pred", discr_fake_pred, real_batch.shape[0])
         per_patch = _generator_term(fake_pred, self.kind)
         if (self.mask_as_fake_target and self.extra_mask_weight_for_gen > 0) or not self.use_unmasked_for_gen:
             m = self._mask_at(mask, fake_pred)
@@ -407,7 +416,8 @@ class SCATAdversarialLoss(nn.Module):
             else:
                 per_patch = per_patch * (1.0 + m * self.extra_mask_weight_for_gen)
         adv = per_patch.mean()
-        terms = self.criterion().generator_step(fake_batch, real_batch.detach(), mask)
+        with validated():  # checked once, in _check: the criterion skips its value checks
+            terms = self.criterion().generator_step(fake_batch, real_batch.detach(), mask)
         loss = self.weight * adv + terms["total"]
         metrics = {"gen_adv_term": adv.detach(), "scat_gen": terms["scat"].detach()}
         if "text" in terms:
@@ -429,8 +439,8 @@ class SCATAdversarialLoss(nn.Module):
         Returns ``(loss, metrics)`` with ``discr_real_out``, ``discr_fake_out``, ``discr_real_gp``, ``scat_seg``.
         """
         self._check(real_batch, fake_batch, mask)
-        real_pred = self._check_pred("discr_real_pred", discr_real_pred)
-        fake_pred = self._check_pred("discr_fake_pred", discr_fake_pred)
+        real_pred = self._check_pred("discr_real_pred", discr_real_pred, real_batch.shape[0])
+        fake_pred = self._check_pred("discr_fake_pred", discr_fake_pred, real_batch.shape[0])
         real_loss = _real_term(real_pred, self.kind)
         fake_loss = _fake_term(fake_pred, self.kind)
         if self.mask_as_fake_target or not self.use_unmasked_for_discr:
@@ -449,7 +459,8 @@ class SCATAdversarialLoss(nn.Module):
             gp = grad_real.flatten(1).norm(2, dim=1).pow(2).mean() * self.gp_coef
             real_batch.requires_grad = False  # as LaMa's make_r1_gp
         adv = (real_loss + fake_loss).mean() + gp
-        scat = self.criterion().discriminator_step(fake_batch.detach(), real_batch.detach(), mask)["scat"]
+        with validated():  # checked once, in _check: the criterion skips its value checks
+            scat = self.criterion().discriminator_step(fake_batch.detach(), real_batch.detach(), mask)["scat"]
         metrics = {
             "discr_real_out": real_pred.detach().mean(),
             "discr_fake_out": fake_pred.detach().mean(),

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..masks import resample_hole
+from ..masks import resample_hole_unchecked as resample_hole
 
 __all__ = ["scat_generator_loss", "scat_segmenter_loss"]
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .. import reference as R
-from ..masks import resample_hole
+from ..masks import resample_hole_unchecked as resample_hole
 
 __all__ = [
     "hole_at",
