@@ -73,6 +73,7 @@ from examples.aotgan.checkpoint import (  # noqa: E402
     verify_checkpoint,
 )
 from examples.aotgan.losses import SoftMaskPatchGANLoss, smgan_blur_for_size  # noqa: E402
+from examples.aotgan.monitor import confusion_terms, init_from  # noqa: E402
 from examples.aotgan.networks import AOTGenerator, PatchDiscriminator  # noqa: E402
 from scatloss import InpaintingObjective, SCATCriterion  # noqa: E402
 from scatloss import functional as SF  # noqa: E402
@@ -170,6 +171,11 @@ class TrainConfig:
     eval_masks: int = field(default=1, metadata=_opt("masks per held-out image and bucket"))
     grid_images: int = field(default=6, metadata=_opt("columns of the sample grid"))
     resume: str | None = field(default=None, metadata=_opt("checkpoint file or run folder to continue", type=str))
+    init_from: str | None = field(
+        default=None,
+        metadata=_opt("weights file or checkpoint whose G and D start a new run (any objective, step 0)", type=str),
+    )
+    monitor: bool = field(default=True, metadata=_opt("log the per-pixel head's hole-detection AUROC/AP/IoU"))
     overwrite: bool = field(default=False, metadata=_opt("start over in a run folder that already holds a run"))
     tensorboard: bool = field(default=False, metadata=_opt("also log to TensorBoard (if installed)"))
     progress: bool = field(default=True, metadata=_opt("show a tqdm progress bar"))
@@ -731,7 +737,7 @@ class Trainer:
     def save_grid(self) -> Path:
         from PIL import Image
 
-        array = self.sample_grid()
+        array = self.sample_grid()  # rows: figures.GRID_ROWS (figures.label_grid adds the captions)
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"))
 
@@ -791,11 +797,15 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             self.sampler.set_start(self.batch_in_epoch * cfg.batch_size)
             for image in self.loader:
-                terms = self.train_step(image, self.masks.sample(cfg.batch_size))
+                hole = self.masks.sample(cfg.batch_size)
+                terms = self.train_step(image, hole)
                 self.step += 1
                 self.batch_in_epoch += 1
                 if cfg.log_every and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     values = self._reduce_terms(terms)
+                    if main and cfg.monitor:  # segmentation confusion of D's per-pixel head (monitor.py)
+                        batch = image.to(self.device), hole.to(self.device)
+                        values.update(confusion_terms(self.G, self.D, self.loss, *batch))
                     if main and log is not None:
                         log.write(self.step, self.epoch, time.perf_counter() - start, values)
                     if bar is not None:
@@ -984,9 +994,12 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 )
         elif existing and not cfg.overwrite:
             raise TrainerError(_occupied(cfg, existing))
+        if cfg.init_from and not cfg.resume:  # weights only: a new run (any objective) from trained networks
+            init_from(trainer.G, trainer.D, cfg.to_dict(), cfg.init_from)
     except TrainerError as error:
         failure = error
-    _agree(trainer.dist, failure)
+    if failure is not None:
+        raise failure
     # ---- from here on, files are written ----
     if main:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
