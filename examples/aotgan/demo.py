@@ -72,10 +72,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+ARCH_FLAGS: tuple[str, ...] = ("size", "batch_size", "g_channels", "g_blocks", "d_channels", "d_depth", "data")
+"""Settings each arm takes from the starting weights' training configuration (network shapes and data)."""
+
+
+def weights_settings(weights: str | os.PathLike[str]) -> list[str]:
+    """``--size ... --data ...`` of the run that trained ``weights`` (so both arms continue with its shapes)."""
+    from examples.aotgan.checkpoint import TrainerError
+    from examples.aotgan.monitor import load_weights
+
+    try:
+        config = load_weights(weights)["config"]
+    except TrainerError as error:
+        raise SystemExit(f"demo: {error}") from None
+    flags = []
+    for key in ARCH_FLAGS:
+        if config.get(key) is not None:
+            flags += [f"--{key.replace('_', '-')}", str(config[key])]
+    return flags
+
+
 def arm_command(args: argparse.Namespace, folder: str, objective: str) -> list[str]:
     """The trainer command of one arm (recorded in metrics.md)."""
     return [
         sys.executable, "-m", "examples.aotgan.train", "--objective", objective, "--init-from", str(args.weights),
+        *args.weights_flags,
         "--steps", str(args.steps), "--lr-g", str(args.lr_g), "--lr-d", str(args.lr_d), "--seed", str(args.seed),
         "--log-every", "5", "--sample-every", str(args.sample_every), "--ckpt-every", str(args.sample_every),
         "--keep-checkpoints", "0", "--eval-images", str(args.eval_images), "--threads", "1", "--no-progress",
@@ -335,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("demo: --steps and --sample-every must be positive")
     if not Path(args.weights).is_file():
         raise SystemExit(f"demo: starting weights {args.weights!r} not found")
+    args.weights_flags = weights_settings(args.weights)
     torch.set_num_threads(2 if args.jobs == 2 else 1)
     started = time.perf_counter()
     print(f"demo: {len(ARMS)} arms x {args.steps} steps from {args.weights}, {args.jobs} at a time -> {args.out}/")
