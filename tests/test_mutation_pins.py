@@ -87,8 +87,11 @@ def _lama_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     ("options", "weights"),
     [
         ({}, lambda m: torch.ones_like(m)),
-        ({"use_unmasked_for_gen": False}, lambda m: m),
-        ({"use_unmasked_for_gen": False, "mask_as_fake_target": True, "extra_mask_weight_for_gen": 3.0}, lambda m: m),
+        ({"use_unmasked_for_gen": False, "use_unmasked_for_discr": False}, lambda m: m),
+        (
+            {"use_unmasked_for_gen": False, "use_unmasked_for_discr": False, "extra_mask_weight_for_gen": 3.0},
+            lambda m: m,
+        ),
         ({"mask_as_fake_target": True, "extra_mask_weight_for_gen": 2.5}, lambda m: 1 + 2.5 * m),
         ({"mask_as_fake_target": False, "extra_mask_weight_for_gen": 2.5}, lambda m: torch.ones_like(m)),
     ],
@@ -97,7 +100,9 @@ def _lama_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
 def test_lama_generator_patch_weights(options: dict, weights) -> None:
     real, fake, fake_pred, mask = _lama_inputs()
     torch.manual_seed(0)
-    loss = SCATAdversarialLoss(segmenter=UNetSegmenter(3, base_channels=4, depth=2), weight=3.0, **options)
+    loss = SCATAdversarialLoss(
+        segmenter=UNetSegmenter(3, base_channels=4, depth=2), weight=3.0, allow_scale_mask=True, **options
+    )
     total, metrics = loss.generator_loss(real, fake, fake_pred, fake_pred, mask)
     m = F.interpolate(mask, size=fake_pred.shape[-2:], mode="nearest")  # LaMa's interpolate_mask
     assert 0 < float(m.mean()) < 1
