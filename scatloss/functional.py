@@ -13,6 +13,13 @@ Conventions
   :func:`scatloss.masks.resample_hole`).
 * ``kind`` selects the adversarial form: ``"hinge"`` (the paper's and the release's choice),
   ``"bce"`` (Eq. 1/2/6 as printed, computed from logits) or ``"ls"`` (least squares).
+* Bad input raises ``TypeError`` / ``ValueError`` naming the argument: wrong kinds, shapes, devices, an empty
+  batch, options that are not finite or out of range, hole values outside ``[0, 1]`` (a value check: one
+  device-to-host read, skipped inside :func:`scatloss._validation.validated` blocks, under
+  ``scatloss.set_value_checks(False)``, while compiling and on ``meta`` tensors). NaN or infinite *logits and
+  features* are not checked (that would cost a read per call): they propagate to the loss. Finite extremes are
+  handled: pixels outside a mask's weight are selected out (an overflowing least-squares term does not become
+  ``inf * 0``), and InfoNCE norms are taken of ``x / max|x|``.
 
 Per-pixel form. With target :math:`t \in [0, 1]` (1 = "real"), every discriminator-side term is
 :math:`t\,\ell^+(z) + (1-t)\,\ell^-(z)` with
@@ -347,6 +354,13 @@ def _check_feature_lists(
             )
 
 
+def _ratio(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num / (den + eps)``, and exactly 0 where ``num == 0``: an ``eps`` below the features' precision (1e-50 in
+    float32) must not turn a hole-free mask's ``0 / 0`` into NaN. The denominator is replaced, not the quotient
+    selected, so the gradient stays finite as well (``|a - p|`` has gradient 0 at ``a == p``)."""
+    return num / torch.where(num == 0, torch.ones_like(den), den + eps)
+
+
 def textural_contrastive_loss(
     anchor_feats: Sequence[torch.Tensor],
     positive_feats: Sequence[torch.Tensor],
@@ -388,10 +402,9 @@ def textural_contrastive_loss(
         if per_sample:
             dims = tuple(range(1, a.dim()))
             num = (a - p).abs().mean(dim=dims)
-            den = (a - n).abs().mean(dim=dims)
-            term = (num / (den + eps)).mean()
+            term = _ratio(num, (a - n).abs().mean(dim=dims), eps).mean()
         else:
-            term = (a - p).abs().mean() / ((a - n).abs().mean() + eps)
+            term = _ratio((a - p).abs().mean(), (a - n).abs().mean(), eps)
         total = term if total is None else total + term
     return total  # type: ignore[return-value]
 
@@ -410,6 +423,7 @@ def semantic_contrastive_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     backend: Literal["auto", "torch", "triton"] = "auto",
+    normalize_eps: float | None = None,
 ) -> torch.Tensor:
     r"""Semantic contrastive loss (Eq. 4): InfoNCE with one positive and ``M`` negatives per anchor.
 
@@ -432,6 +446,10 @@ def semantic_contrastive_loss(
             above about ``1.8e19``) or underflow are exact; NaN or infinite features give a NaN loss.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``(B,)``).
         backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (fused kernel, see :mod:`scatloss.ops`).
+        normalize_eps: ``None`` (default): ``x / max(|x|, 1e-12)`` as ``F.normalize``; a float ``e >= 0``:
+            ``x / (|x| + e)``, the released code's form (``e = 1e-7``; a relative difference of about ``e / |x|``).
+            The additive form is applied in PyTorch (autograd, in at least float32) before the chosen backend,
+            which then runs with ``normalize=False``: every backend honours it, at the cost of normalised copies.
 
     Returns:
         Scalar, or ``(B,)`` for ``reduction="none"``. Computed in at least float32.
@@ -459,6 +477,11 @@ def semantic_contrastive_loss(
         raise ValueError("negatives: expected at least one negative per anchor (M >= 1), got M = 0")
     temperature = check_temperature(temperature)
     check_choice("reduction", reduction, REDUCTIONS)
+    if normalize and normalize_eps is not None:
+        eps = check_number("normalize_eps", normalize_eps, low=0.0, what="None or a finite number >= 0")
+        dtype = torch.promote_types(anchor.dtype, torch.float32)
+        anchor, positive, negatives = (R.l2_normalize_additive(x.to(dtype), eps) for x in (anchor, positive, negatives))
+        normalize = False
     if _dispatch_backend(backend, anchor, positive, negatives) == "triton":
         from .ops import infonce as _ops
 

@@ -149,7 +149,7 @@ def _scat_fwd_kernel(
             dg = dp
         if TARGET == 1:  # select, not multiply: a masked-out ls term can be inf (|z| > 1.8e19), and inf * 0 = NaN
             loss = tl.where(hv != 0, hv * lg, 0.0)
-            grad_f = hv * dg
+            grad_f = tl.where(hv != 0, hv * dg, 0.0)
         else:
             loss = lg
             grad_f = dg

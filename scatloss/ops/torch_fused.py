@@ -265,7 +265,11 @@ def _generator_grad_into(w: torch.Tensor, z: torch.Tensor, kind: str, scale: tor
     if kind == "hinge":  # lG' = -1
         return w.mul_(scale.neg()) if scale.dim() == 0 else w.mul_(scale).neg_()  # one pass over the map if scalar
     for sl in _each_chunk(z):
-        _rows(w, sl).mul_(_real_grad(_rows(z, sl), kind)).mul_(_rows(scale, sl))
+        ws = _rows(w, sl)
+        zero = ws == 0 if kind == "ls" else None  # select, not multiply: 2 (z - 1) overflows for |z| > 1.7e38
+        ws.mul_(_real_grad(_rows(z, sl), kind)).mul_(_rows(scale, sl))
+        if zero is not None:
+            ws.masked_fill_(zero, 0.0)
     return w
 
 
@@ -336,6 +340,8 @@ class _GeneratorLoss(torch.autograd.Function):
                 d = _real_grad(z, kind)
                 if w is not None:
                     d = d.mul_(w)
+                    if kind == "ls":  # select, not multiply (inf * 0)
+                        d.masked_fill_(w == 0, 0.0)
             gz = d.mul_(scale)
         if w is not None and ctx.needs_input_grad[1]:
             gw = (R.generator_term(z, kind) * scale).to(w.dtype)
@@ -452,9 +458,9 @@ class _InfoNCE(torch.autograd.Function):
             gp = gp.to(ctx.dtypes[1])
         if ctx.needs_input_grad[2]:
             coef = dc_neg * in_  # (B, M): dL/dn_m = coef_m a^ - coef_m c_m in_m [|n_m| > eps] n_m
-            if normalize:
-                shrink = (coef * cos_neg * in_ * (nn_ > _EPS)).neg_()
-                gn = (n * shrink.unsqueeze(-1)).baddbmm_(coef.unsqueeze(-1), a_hat.unsqueeze(1))
+            if normalize:  # n^ = n in_ first: coef in_^2 n underflows for huge rows (|n| ~ 1e30: in_^2 ~ 1e-60)
+                shrink = (coef * cos_neg * (nn_ > _EPS)).neg_()
+                gn = (n * in_.unsqueeze(-1)).mul_(shrink.unsqueeze(-1)).baddbmm_(coef.unsqueeze(-1), a_hat.unsqueeze(1))
             else:
                 gn = torch.bmm(coef.unsqueeze(-1), a_hat.unsqueeze(1))
             gn = gn.to(ctx.dtypes[2])
