@@ -998,8 +998,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             init_from(trainer.G, trainer.D, cfg.to_dict(), cfg.init_from)
     except TrainerError as error:
         failure = error
-    if failure is not None:
-        raise failure
+    _agree(trainer.dist, failure)
     # ---- from here on, files are written ----
     if main:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
