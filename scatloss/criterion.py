@@ -1,7 +1,8 @@
 """``SCATCriterion``: one training step's terms with the least work and exactly the naive gradients.
 
-The authors' release runs the discriminator four times per generator step, every time with autograd:
-on the composite, the ground truth, the corrupted input and the ``B*B`` negatives. Only the composite
+The authors' release runs the discriminator five times per generator step, every time with autograd:
+twice on the composite (once for the adversarial terms, once for the features), on the ground truth, the
+corrupted input and the ``B*B`` negatives. Only the composite
 carries gradient to the generator, so :class:`SCATCriterion` runs
 
 * **one** discriminator forward with autograd, on the composite, which feeds the global adversarial
@@ -31,6 +32,7 @@ from . import functional as SF
 from ._validation import (
     MAX_MEAN_HOLE_RATIO,
     ValueChecks,
+    check_bool,
     check_choice,
     check_float_tensor,
     check_hole,
@@ -231,7 +233,7 @@ class SCATCriterion(nn.Module):
         self.objective = objective if objective is not None else InpaintingObjective()
         if not isinstance(self.objective, InpaintingObjective):
             raise TypeError(f"objective: expected an InpaintingObjective, got {describe(self.objective)}")
-        self.freeze_discriminator = bool(freeze_discriminator)
+        self.freeze_discriminator = check_bool("freeze_discriminator", freeze_discriminator)
         self.mode = check_choice("mode", mode, ("fast", "naive"))
 
         available = {"rec"}
@@ -573,6 +575,34 @@ class SCATCriterion(nn.Module):
             textural=textural,
             semantic=semantic,
         )
+
+    @classmethod
+    def release(
+        cls,
+        discriminator: nn.Module,
+        *,
+        textural_layers: Sequence[str] | None = None,
+        semantic_layer: str | None = None,
+        in_features: int | None = None,
+        **kwargs: Any,
+    ) -> SCATCriterion:
+        """The authors' released code's configuration (the named preset), for a two-headed discriminator.
+
+        Layers default to the discriminator's ``textural_layers`` / ``semantic_layer`` / ``feature_dim``
+        attributes (:class:`scatloss.nets.UNetDiscriminator` has them); the objective is
+        :meth:`InpaintingObjective.release` (t = 1, ``x / (|x| + 1e-7)``, orthogonal head, unweighted D step);
+        negatives ``"batch"`` (every mask of the batch, its own included), holes filled with 1. ``kwargs`` go to
+        the constructor (e.g. ``negatives_from="global"``, ``chunk_size``, ``objective=`` to override).
+        """
+        textural = textural_layers if textural_layers is not None else getattr(discriminator, "textural_layers", ())
+        semantic = semantic_layer if semantic_layer is not None else getattr(discriminator, "semantic_layer", None)
+        dim = in_features if in_features is not None else getattr(discriminator, "feature_dim", None)
+        objective = kwargs.pop("objective", None)
+        if objective is None:
+            objective = InpaintingObjective.release(in_features=dim if semantic is not None else None)
+        options: dict[str, Any] = {"negatives": "batch", "fill": 1.0, "global_output": 0, "pixel_output": 1}
+        options.update(kwargs)
+        return cls(discriminator, textural_layers=textural, semantic_layer=semantic, objective=objective, **options)
 
     def discriminator_step(
         self, prediction: torch.Tensor, image: torch.Tensor, hole: torch.Tensor

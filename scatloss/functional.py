@@ -45,6 +45,7 @@ import torch
 
 from . import reference as R
 from ._validation import (
+    check_bool,
     check_choice,
     check_float_tensor,
     check_hole,
@@ -397,6 +398,7 @@ def textural_contrastive_loss(
     """
     _check_feature_lists(anchor_feats, positive_feats, negative_feats)
     eps = check_textural_eps(eps)
+    check_bool("per_sample", per_sample)
     total: torch.Tensor | None = None
     for a, p, n in zip(anchor_feats, positive_feats, negative_feats, strict=True):
         if per_sample:
@@ -476,6 +478,7 @@ def semantic_contrastive_loss(
     if negatives.shape[1] == 0:
         raise ValueError("negatives: expected at least one negative per anchor (M >= 1), got M = 0")
     temperature = check_temperature(temperature)
+    check_bool("normalize", normalize)
     check_choice("reduction", reduction, REDUCTIONS)
     if normalize and normalize_eps is not None:
         eps = check_number("normalize_eps", normalize_eps, low=0.0, what="None or a finite number >= 0")

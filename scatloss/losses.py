@@ -6,14 +6,15 @@ optional projection head of :class:`SemanticContrastiveLoss`, which owns trainab
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from . import functional as SF
-from ._validation import check_choice, check_float_tensor, check_hole, check_number
+from ._validation import check_bool, check_choice, check_float_tensor, check_hole, check_number
 from .functional import KINDS, REDUCTIONS, REGIONS, Kind, Reduction, Region, Resample
 from .masks import RESAMPLE_MODES
 
@@ -144,7 +145,7 @@ class TexturalContrastiveLoss(nn.Module):
     def __init__(self, *, eps: float = 1e-7, per_sample: bool = False) -> None:
         super().__init__()
         self.eps = SF.check_textural_eps(eps)
-        self.per_sample = bool(per_sample)
+        self.per_sample = check_bool("per_sample", per_sample)
 
     def forward(
         self,
@@ -179,6 +180,9 @@ class SemanticContrastiveLoss(nn.Module):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         in_features, hidden_features, out_features: projection head sizes (``None`` = no head).
         backend: ``"auto"`` | ``"torch"`` | ``"triton"``.
+        normalize_eps: ``None``: ``x / max(|x|, 1e-12)``; a float: ``x / (|x| + normalize_eps)`` (release: 1e-7).
+        projection_init: ``"default"`` (PyTorch's ``nn.Linear`` init) or ``"orthogonal"`` (the release's:
+            orthogonal weights with gain ``sqrt(2)``, zero biases).
 
     Shape:
         - anchor, positive: ``(B, D)``; negatives: ``(B, M, D)`` with ``D = in_features`` when a head is used
@@ -195,10 +199,18 @@ class SemanticContrastiveLoss(nn.Module):
         hidden_features: int = 256,
         out_features: int = 256,
         backend: Backend = "auto",
+        normalize_eps: float | None = None,
+        projection_init: Literal["default", "orthogonal"] = "default",
     ) -> None:
         super().__init__()
+        self.normalize_eps = (
+            None
+            if normalize_eps is None
+            else check_number("normalize_eps", normalize_eps, low=0.0, what="None or a finite number >= 0")
+        )
+        self.projection_init = check_choice("projection_init", projection_init, ("default", "orthogonal"))
         self.temperature = SF.check_temperature(temperature)
-        self.normalize = bool(normalize)
+        self.normalize = check_bool("normalize", normalize)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.backend = check_choice("backend", backend, ("auto", "torch", "triton"))
         self.projection: nn.Module | None = None
@@ -214,6 +226,8 @@ class SemanticContrastiveLoss(nn.Module):
             self.projection = nn.Sequential(
                 nn.Linear(in_features, hidden_features), nn.ReLU(), nn.Linear(hidden_features, out_features)
             )
+            if self.projection_init == "orthogonal":
+                init_projection_orthogonal(self.projection)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Apply the projection head (identity without one) to ``(..., D)`` features."""
@@ -240,10 +254,21 @@ class SemanticContrastiveLoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,  # type: ignore[arg-type]
             backend=self.backend,  # type: ignore[arg-type]
+            normalize_eps=self.normalize_eps,
         )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
+
+
+def init_projection_orthogonal(head: nn.Module) -> nn.Module:
+    """The release's head init, in place: every ``nn.Linear`` orthogonal with gain ``sqrt(2)``, bias 0."""
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight, gain=math.sqrt(2.0))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return head
 
 
 class ReconstructionLoss(nn.Module):
@@ -289,6 +314,11 @@ class InpaintingObjective(nn.Module):
             (see :class:`SemanticContrastiveLoss`; its projection head, if any, lives in ``self.semantic``
             and goes to the generator's optimiser).
         eps, per_sample: textural-loss options.
+        normalize_eps, projection_init: semantic-loss options (see :class:`SemanticContrastiveLoss`).
+        weight_discriminator: multiply the discriminator's total by ``lambda_adv`` (default); ``False``: the
+            release's unweighted D step (``total = adv + scat``).
+
+    :meth:`release` builds the configuration of the authors' released code.
     """
 
     def __init__(
@@ -310,8 +340,12 @@ class InpaintingObjective(nn.Module):
         eps: float = 1e-7,
         per_sample: bool = False,
         backend: Backend = "auto",
+        normalize_eps: float | None = None,
+        projection_init: Literal["default", "orthogonal"] = "default",
+        weight_discriminator: bool = True,
     ) -> None:
         super().__init__()
+        self.weight_discriminator = bool(weight_discriminator)
         self.lambda_adv = _check_weight("lambda_adv", lambda_adv)
         self.lambda_text = _check_weight("lambda_text", lambda_text)
         self.lambda_sem = _check_weight("lambda_sem", lambda_sem)
@@ -328,8 +362,29 @@ class InpaintingObjective(nn.Module):
             hidden_features=hidden_features,
             out_features=out_features,
             backend=backend,
+            normalize_eps=normalize_eps,
+            projection_init=projection_init,
         )
         self.reconstruction = ReconstructionLoss()
+
+    @classmethod
+    def release(cls, in_features: int | None = 1024, **overrides: Any) -> InpaintingObjective:
+        """The authors' released code, exactly: the options in which it differs from the defaults.
+
+        Hinge for both terms, SCAT's generator term over holes, textural ratio of batch means with ``eps = 1e-7``,
+        InfoNCE without temperature (``t = 1``) on features normalised as ``x / (|x| + 1e-7)``, a projection head
+        ``in_features -> 256 -> ReLU -> 256`` initialised orthogonal (gain ``sqrt(2)``, zero bias), weights
+        ``lambda_adv = 1, lambda_text = 10, lambda_sem = 1, lambda_rec = 10`` and an unweighted discriminator
+        step. ``overrides`` replace any of these (e.g. ``in_features=None`` for no head).
+        """
+        options: dict[str, Any] = {
+            "lambda_adv": 1.0, "lambda_text": 10.0, "lambda_sem": 1.0, "lambda_rec": 10.0, "kind": "hinge",
+            "region": "hole", "temperature": 1.0, "normalize": True, "normalize_eps": 1e-7,
+            "in_features": in_features, "hidden_features": 256, "out_features": 256, "projection_init": "orthogonal",
+            "eps": 1e-7, "per_sample": False, "weight_discriminator": False,
+        }  # fmt: skip
+        options.update(overrides)
+        return cls(**options)
 
     def weights(self) -> dict[str, float]:
         """The weight each named term gets in ``"total"``."""
@@ -424,4 +479,12 @@ class InpaintingObjective(nn.Module):
             if hole is None:
                 raise ValueError("hole: expected a (B, 1, H, W) hole mask for the SCAT segmenter term, got None")
             terms["scat"] = self.scat.segmenter(fake_pixel_logits, real_pixel_logits, hole)
+        if not self.weight_discriminator:
+            if not terms:
+                raise ValueError("InpaintingObjective: expected at least one term's inputs, got none")
+            values = list(terms.values())
+            total = values[0]
+            for value in values[1:]:
+                total = total + value
+            return {**terms, "total": total}
         return self._total(terms)

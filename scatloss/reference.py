@@ -103,6 +103,11 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / row_norms(x).clamp(min=eps).unsqueeze(-1)
 
 
+def l2_normalize_additive(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / (|x| + eps)``: the authors' release normalises this way (``eps = 1e-7``)."""
+    return x / (row_norms(x) + eps).unsqueeze(-1)
+
+
 def semantic_contrastive_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -110,11 +115,18 @@ def semantic_contrastive_loss(
     temperature: float,
     normalize: bool,
     reduction: str,
+    normalize_eps: float | None = None,
 ) -> torch.Tensor:
-    """Eq. 4, InfoNCE with one positive and ``M`` negatives, computed in at least float32."""
+    """Eq. 4, InfoNCE with one positive and ``M`` negatives, computed in at least float32.
+
+    ``normalize_eps=None`` normalises as ``F.normalize`` (``x / max(|x|, 1e-12)``); a float ``e`` as the release
+    (``x / (|x| + e)``).
+    """
     dtype = torch.promote_types(anchor.dtype, torch.float32)
     a, p, n = anchor.to(dtype), positive.to(dtype), negatives.to(dtype)
-    if normalize:
+    if normalize and normalize_eps is not None:
+        a, p, n = (l2_normalize_additive(x, normalize_eps) for x in (a, p, n))
+    elif normalize:
         a, p, n = l2_normalize(a), l2_normalize(p), l2_normalize(n)
     pos = (a * p).sum(dim=-1, keepdim=True)  # (B, 1)
     neg = torch.einsum("bd,bmd->bm", a, n)  # (B, M)

@@ -20,12 +20,22 @@ trainer, so every computation starts from the same weights and power-iteration v
 
 The same workers then run the command-line entry point for 2 steps (``WORLD_SIZE``/``RANK``/``MASTER_*`` in the
 environment, exactly as ``torchrun`` sets them): DistributedSampler data, per-process mask streams, rank-0 files.
+Rank 1 looks at the run folder a second late: every process must have checked ``--out`` before rank 0 writes
+into it (the race that once failed with ``[rank 1] --out ... already holds a run``). Last, rank 1 alone finds a
+problem: both processes must stop with exit status 2 instead of one training while the other has left.
+
+The workers run under a deadline (:data:`DEADLINE_S`): a hang (once, 5 minutes in the gloo process-group
+teardown) kills them and fails the test with a message, instead of using up CI's time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +44,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
+import examples.aotgan.train as train_module
 from examples.aotgan.checkpoint import load_checkpoint
 from examples.aotgan.train import TrainConfig, Trainer, main
 from scatloss.masks import MaskGenerator
@@ -45,6 +56,7 @@ TINY = {
     "progress": False,
 }  # fmt: skip
 CASES = ("baseline", "scat", "full", "aotgan")
+DEADLINE_S = 180  # the workers take 12-20 s on 2 busy cores; pytest-timeout (below) is the backstop
 SEPARABLE_G = {"baseline": True, "scat": True, "full": False, "aotgan": False}
 
 
@@ -69,11 +81,30 @@ def _gradients(objective: str, image: torch.Tensor, hole: torch.Tensor) -> dict[
     }
 
 
-def _worker(rank: int, world: int, port: int, out: str, data: str) -> None:
+def _late_check(run_dir_seen: list[list[str]]) -> None:
+    """Rank 1: look at the run folder a second after rank 0, and record what rank 0 had written by then."""
+    check = train_module._existing_run
+
+    def late(run_dir: Path) -> list[Path]:
+        time.sleep(1.0)
+        run_dir_seen.append(sorted(p.name for p in run_dir.rglob("*")) if run_dir.exists() else [])
+        return check(run_dir)
+
+    train_module._existing_run = late  # type: ignore[assignment]
+
+
+def _main(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, err.getvalue()
+
+
+def _worker(rank: int, world: int, ports: tuple[int, int], out: str, data: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(
         {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
-         "MASTER_PORT": str(port)}
+         "MASTER_PORT": str(ports[0])}
     )  # fmt: skip
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -85,18 +116,32 @@ def _worker(rank: int, world: int, port: int, out: str, data: str) -> None:
             torch.save(grads, Path(out) / f"grads_{objective}.pt")
     torch.set_default_dtype(previous)
     argv = [
-        "--objective", "full", "--data", data, "--out", str(Path(out) / "run"), "--steps", "2", "--size", str(SIZE),
+        "--objective", "full", "--data", data, "--steps", "2", "--size", str(SIZE),
         "--batch-size", "2", "--g-channels", "4", "--g-blocks", "1", "--d-channels", "4", "--d-depth", "3",
         "--log-every", "1", "--no-progress", "--eval-images", "2", "--grid-images", "2",
     ]  # fmt: skip
-    if main(argv) != 0:  # destroys the process group
-        raise RuntimeError(f"rank {rank}: main() failed")
+    seen: list[list[str]] = []
+    check = train_module._existing_run
+    if rank == 1:
+        _late_check(seen)
+    status, err = _main([*argv, "--out", str(Path(out) / "run")])  # destroys the process group
+    train_module._existing_run = check  # type: ignore[assignment]
+    result: dict[str, object] = {"run": status, "run_err": err, "seen_by_late_check": seen}
+
+    os.environ["MASTER_PORT"] = str(ports[1])  # a fresh process group: rank 1 alone refuses to start
+    if rank == 1:
+        train_module._existing_run = lambda run_dir: [run_dir / "train_log.jsonl"]  # type: ignore[assignment]
+    status, err = _main([*argv, "--out", str(Path(out) / "refused")])
+    train_module._existing_run = check  # type: ignore[assignment]
+    result.update(refused=status, refused_err=err)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports() -> tuple[int, int]:
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return int(a.getsockname()[1]), int(b.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +152,24 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"img{i}.png")
-    mp.spawn(_worker, args=(2, _free_port(), str(out), str(data)), nprocs=2, join=True)
+    context = mp.start_processes(
+        _worker, args=(2, _free_ports(), str(out), str(data)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while not context.join(timeout=2):  # raises if a worker failed (and terminates the other)
+            if time.monotonic() > deadline:
+                pytest.fail(f"the 2-process run did not finish in {DEADLINE_S} s (a hang?); its workers were killed")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+                process.join(10)
     return out
+
+
+def _result(run: Path, rank: int) -> dict[str, object]:
+    return json.loads((run / f"rank{rank}.json").read_text())  # type: ignore[no-any-return]
 
 
 def _close(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
@@ -130,6 +191,7 @@ def _reference(objective: str) -> tuple[dict[str, list[torch.Tensor]], dict[str,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(DEADLINE_S + 60)  # the first test to use the fixture pays for the 2-process run
 @pytest.mark.parametrize("objective", CASES)
 def test_two_processes_average_the_per_process_gradients(two_process_run: Path, objective: str) -> None:
     ddp = torch.load(two_process_run / f"grads_{objective}.pt", weights_only=True)
@@ -145,7 +207,9 @@ def test_two_processes_average_the_per_process_gradients(two_process_run: Path, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(DEADLINE_S + 60)
 def test_torchrun_style_run_writes_once_and_keeps_every_process_rng(two_process_run: Path) -> None:
+    assert [_result(two_process_run, r)["run"] for r in (0, 1)] == [0, 0], _result(two_process_run, 1)["run_err"]
     run = two_process_run / "run"
     state = load_checkpoint(run / "checkpoints" / "step_0000002.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
@@ -154,3 +218,22 @@ def test_torchrun_style_run_writes_once_and_keeps_every_process_rng(two_process_
     lines = (run / "train_log.jsonl").read_text().splitlines()
     assert [int(line.split(",")[0].split(":")[1]) for line in lines] == [1, 2]  # rank 0 alone writes
     assert (run / "metrics.json").exists() and list((run / "samples").glob("*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(DEADLINE_S + 60)
+def test_every_process_checks_the_run_folder_before_rank_0_writes_it(two_process_run: Path) -> None:
+    late = _result(two_process_run, 1)
+    assert late["run"] == 0, late["run_err"]
+    assert late["seen_by_late_check"] == [[]]  # a second late, and still nothing written by rank 0
+    assert (two_process_run / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(DEADLINE_S + 60)
+def test_a_problem_found_by_one_process_stops_every_process(two_process_run: Path) -> None:
+    rank0, rank1 = _result(two_process_run, 0), _result(two_process_run, 1)
+    assert rank0["refused"] == rank1["refused"] == 2
+    assert "holds the files of a run" in str(rank1["refused_err"])
+    assert "rank 1: --out" in str(rank0["refused_err"])  # rank 0 found nothing itself, and stopped anyway
+    assert not (two_process_run / "refused").exists()
