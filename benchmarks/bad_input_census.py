@@ -294,6 +294,15 @@ def cases() -> list[Case]:
                 f"InpaintingObjective({lam}={v!r})",
                 lambda lam=lam, v=v: scatloss.InpaintingObjective(**{lam: v})(PRED, IMG, HOLE),
             )
+    add("semantic_contrastive_loss: normalize='no'", lambda: SF.semantic_contrastive_loss(VA, VP, VN, normalize="no"))
+    add(
+        "textural_contrastive_loss: per_sample='no'",
+        lambda: SF.textural_contrastive_loss(FEATS, POS, NEG, per_sample="no"),
+    )
+    add(
+        "MaskGenerator.load_state_dict: height='eight'",
+        lambda: MaskGenerator(8, 8).load_state_dict({**MaskGenerator(8, 8).state_dict(), "height": "eight"}),
+    )
     for opt, fn in (
         ("kind", lambda v: SF.scat_generator_loss(LOGITS, HOLE, kind=v)),
         ("region", lambda v: SF.scat_generator_loss(LOGITS, HOLE, region=v)),

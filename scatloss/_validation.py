@@ -30,6 +30,7 @@ import torch
 
 __all__ = [
     "ValueChecks",
+    "check_bool",
     "check_choice",
     "check_float_tensor",
     "check_hole",
@@ -205,6 +206,13 @@ def check_number(
     if (low is not None and (v < low or (low_open and v == low))) or (high is not None and v > high):
         raise ValueError(f"{name}: expected {what}, got {value!r}")
     return v
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Check a flag: a ``bool`` (``bool("no")`` is ``True``, so no conversion is attempted)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {describe(value)}")
+    return value
 
 
 def check_float_tensor(name: str, x: Any, *, ndim: int | Sequence[int] | None = None) -> torch.Tensor:

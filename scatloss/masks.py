@@ -310,7 +310,19 @@ class MaskGenerator:
         missing = [k for k in ("height", "width", "buckets", "rng_state") if k not in state]
         if missing:
             raise ValueError(f"state: expected keys height, width, buckets, rng_state, got no {', '.join(missing)}")
-        saved = (int(state["height"]), int(state["width"]), tuple(tuple(float(v) for v in b) for b in state["buckets"]))
+        try:
+            saved = (
+                int(state["height"]),
+                int(state["width"]),
+                tuple(tuple(float(v) for v in b) for b in state["buckets"]),
+            )
+            seed = int(state.get("seed", self.seed))
+        except (TypeError, ValueError):
+            raise TypeError(
+                "state: expected int height, width and seed and (lo, hi) float buckets, got "
+                f"height={state['height']!r}, width={state['width']!r}, buckets={state['buckets']!r}, "
+                f"seed={state.get('seed')!r}"
+            ) from None
         mine = (self.height, self.width, self.buckets)
         if saved != mine:
             raise ValueError(
@@ -320,7 +332,7 @@ class MaskGenerator:
         if not isinstance(rng_state, torch.Tensor) or rng_state.dtype != torch.uint8:
             raise TypeError(f"state['rng_state']: expected a uint8 tensor, got {describe(rng_state)}")
         self._generator.set_state(rng_state.clone())
-        self.seed = int(state.get("seed", self.seed))
+        self.seed = seed
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------------

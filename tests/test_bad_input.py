@@ -174,6 +174,23 @@ BAD_OPTIONS = {
         ValueError,
         "image_range",
     ),
+    "normalize str": (lambda: SF.semantic_contrastive_loss(VEC, VEC, NEGS, normalize="no"), TypeError, "normalize"),  # type: ignore[arg-type]
+    "per_sample int": (
+        lambda: SF.textural_contrastive_loss(FEATS, FEATS, FEATS, per_sample=1),
+        TypeError,
+        "per_sample",
+    ),  # type: ignore[arg-type]
+    "module normalize": (lambda: scatloss.SemanticContrastiveLoss(normalize="no"), TypeError, "normalize"),  # type: ignore[arg-type]
+    "criterion freeze_discriminator": (
+        lambda: scatloss.SCATCriterion(UNetDiscriminator(base_channels=4, depth=2), freeze_discriminator="yes"),  # type: ignore[arg-type]
+        TypeError,
+        "freeze_discriminator",
+    ),
+    "mask generator state": (
+        lambda: MaskGenerator(8, 8).load_state_dict({**MaskGenerator(8, 8).state_dict(), "height": "eight"}),
+        TypeError,
+        "state",
+    ),
     "criterion check_inputs": (
         lambda: scatloss.SCATCriterion(UNetDiscriminator(base_channels=4, depth=2), check_inputs=1),  # type: ignore[arg-type]
         TypeError,
