@@ -6,6 +6,8 @@
 * :mod:`scatloss.adapters.lama`: :class:`~scatloss.adapters.lama.SCATAdversarialLoss` follows LaMa's
   ``BaseAdversarialLoss`` protocol (``pre_generator_step`` / ``generator_loss`` / ``pre_discriminator_step`` /
   ``discriminator_loss``).
+* :mod:`scatloss.adapters.release`: a drop-in for the loss module of the authors' released trainer
+  (zzw-zjgsu/Generative-Image-Inpainting): ``from scatloss.adapters import release as loss_module``.
 
 All compute their terms through :class:`scatloss.SCATCriterion`, so they inherit its exact gradients, its
 one autograd discriminator pass per generator step and its frozen-discriminator generator graph. The helpers
@@ -22,14 +24,18 @@ if TYPE_CHECKING:
     from ._common import load_optimizer_state
     from .aotgan import SCATDiscriminator, SCATGANLoss
     from .lama import SCATAdversarialLoss
+    from .release import ReleaseAdversarial, ReleaseContrastive
 
 __all__ = [
+    "ReleaseAdversarial",
+    "ReleaseContrastive",
     "SCATAdversarialLoss",
     "SCATDiscriminator",
     "SCATGANLoss",
     "aotgan",
     "lama",
     "load_optimizer_state",
+    "release",
 ]
 
 _LAZY = {
@@ -37,6 +43,8 @@ _LAZY = {
     "SCATGANLoss": ("scatloss.adapters.aotgan", "SCATGANLoss"),
     "SCATAdversarialLoss": ("scatloss.adapters.lama", "SCATAdversarialLoss"),
     "load_optimizer_state": ("scatloss.adapters._common", "load_optimizer_state"),
+    "ReleaseAdversarial": ("scatloss.adapters.release", "ReleaseAdversarial"),
+    "ReleaseContrastive": ("scatloss.adapters.release", "ReleaseContrastive"),
 }
 
 
@@ -46,6 +54,6 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
-    if name in ("aotgan", "lama"):
+    if name in ("aotgan", "lama", "release"):
         return importlib.import_module(f"scatloss.adapters.{name}")
     raise AttributeError(f"module 'scatloss.adapters' has no attribute {name!r}")
