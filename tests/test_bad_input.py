@@ -561,3 +561,27 @@ def test_the_functional_api_called_directly_still_validates() -> None:
     with pytest.raises(ValueError, match=r"hole: expected values in \[0, 1\]"):
         SF.composite(IMG, IMG, HOLE * 2)
     assert _validation.value_checks_enabled()  # the mark does not outlive the block
+
+
+def test_the_release_drop_in_reads_back_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from test_adapters_release import _setup  # the release-layout stand-in
+
+    from scatloss.adapters import release as release_module
+
+    net_d, net_g, images, masks = _setup(2)
+    args = SimpleNamespace(globalgan_type="hingegan", SCAT_type="hingegan")
+    adv = release_module.dualadv(args)
+    contrastive = release_module.Contrastive(args, net_d, input_dim=32, mlp_dim=16)
+    corrupted = images * (1 - masks) + masks
+    comp = (1 - masks) * images + masks * net_g(torch.cat([corrupted, masks], 1))
+    counter = _SyncCounter(monkeypatch)
+    for call in (
+        lambda: adv.D(net_d, comp, images, 1 - masks),
+        lambda: adv.G(net_d, comp, 1 - masks),
+        lambda: contrastive(corrupted, comp, images, masks, 5),
+    ):
+        counter.reset()
+        call()
+        assert (counter.reads, counter.syncs) == (1, 1)

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from .. import functional as SF
-from .._validation import check_float_tensor, check_hole, describe
+from .._validation import check_float_tensor, check_hole, describe, validated
 from ..criterion import SCATCriterion
 from ..losses import InpaintingObjective, init_projection_orthogonal
 from ..utils import frozen_parameters
@@ -154,8 +154,9 @@ class ReleaseAdversarial:
         hole = 1 - check_hole(masks, batch=real.shape[0], name="masks (valid, 1 = known)")
         _, _, d_fake_global, d_fake_pixel = netD(fake.detach())
         _, _, d_real_global, d_real_pixel = netD(real)
-        adv = SF.adversarial_discriminator_loss(d_fake_global, d_real_global, kind=self.global_kind)  # type: ignore[arg-type]
-        scat = SF.scat_segmenter_loss(d_fake_pixel, d_real_pixel, hole, kind=self.scat_kind)  # type: ignore[arg-type]
+        with validated():  # the mask was checked above: one device read per call
+            adv = SF.adversarial_discriminator_loss(d_fake_global, d_real_global, kind=self.global_kind)  # type: ignore[arg-type]
+            scat = SF.scat_segmenter_loss(d_fake_pixel, d_real_pixel, hole, kind=self.scat_kind)  # type: ignore[arg-type]
         return adv, scat
 
     def G(self, netD: Any, fake: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: N802
@@ -171,8 +172,9 @@ class ReleaseAdversarial:
             else:  # pragma: no cover - the release layout always has taps
                 output = inner(fake)
         _, _, g_global, g_pixel = output
-        adv = SF.adversarial_generator_loss(g_global, kind=self.global_kind)  # type: ignore[arg-type]
-        scat = SF.scat_generator_loss(g_pixel, hole, kind=self.scat_kind, region="hole")  # type: ignore[arg-type]
+        with validated():  # the mask was checked above: one device read per call
+            adv = SF.adversarial_generator_loss(g_global, kind=self.global_kind)  # type: ignore[arg-type]
+            scat = SF.scat_generator_loss(g_pixel, hole, kind=self.scat_kind, region="hole")  # type: ignore[arg-type]
         return adv, scat
 
 
@@ -240,7 +242,8 @@ class ReleaseContrastive(nn.Module):
         else:  # dualadv.G was not called on this composite: run the anchor pass here
             with frozen_parameters(netD):
                 _, anchor = crit._tap_full(predict_result)  # type: ignore[misc]
-        pos, neg, sem_negs = crit._extract_fast(gt, input, hole)
+        with validated():  # the mask was checked above: corrupting the negatives reads nothing back
+            pos, neg, sem_negs = crit._extract_fast(gt, input, hole)
         layers = crit.textural_layers
         textural = state.objective.textural(
             [anchor[k] for k in layers], [pos[k] for k in layers], [neg[k] for k in layers]
