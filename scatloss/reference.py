@@ -10,8 +10,6 @@ reports them as the ``eager`` baseline. Arguments and semantics are those of the
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -87,13 +85,17 @@ def scat_generator_loss(
 
 
 def row_norms(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean norms of the rows of ``x`` (last dim), computed on ``x / max|x|`` and scaled back.
+    """Euclidean norms of the rows of ``x`` (last dim), without overflow or underflow of the squares.
 
-    ``torch.linalg.vector_norm`` squares the entries, so a float32 row with an entry above ~1.8e19 gets an
-    infinite norm (and ``F.normalize`` turns it into zeros); scaling by the largest absolute entry first keeps
-    the norm exact wherever it is representable. Zero rows have norm 0; rows with NaN or infinite entries NaN.
+    ``torch.linalg.vector_norm`` squares the entries in the input's dtype, so a float32 row with an entry above
+    ~1.8e19 gets an infinite norm (and ``F.normalize`` turns it into zeros). Half, bfloat16 and float32 rows are
+    therefore accumulated in float64 (exact wherever the norm is representable, and as fast on CPU); float64 rows
+    are divided by their largest absolute entry first and scaled back. Zero rows have norm 0; rows with NaN or
+    infinite entries a NaN or infinite norm.
     """
-    scale = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True)
+    if x.dtype != torch.float64:
+        return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64).to(x.dtype)
+    scale = x.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return torch.linalg.vector_norm(x / scale, dim=-1) * scale.squeeze(-1)
 
