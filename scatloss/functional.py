@@ -19,7 +19,7 @@ Conventions
   ``scatloss.set_value_checks(False)``, while compiling and on ``meta`` tensors). NaN or infinite *logits and
   features* are not checked (that would cost a read per call): they propagate to the loss. Finite extremes are
   handled: pixels outside a mask's weight are selected out (an overflowing least-squares term does not become
-  ``inf * 0``), and InfoNCE norms are taken of ``x / max|x|``.
+  ``inf * 0``), and InfoNCE norms do not overflow (:func:`scatloss.reference.row_norms`).
 
 Per-pixel form. With target :math:`t \in [0, 1]` (1 = "real"), every discriminator-side term is
 :math:`t\,\ell^+(z) + (1-t)\,\ell^-(z)` with
@@ -444,8 +444,9 @@ def semantic_contrastive_loss(
         negatives: ``(B, M, D)`` features of ``M`` corrupted versions of each ground truth.
         temperature: ``t``, finite and at least :data:`SMALLEST_TEMPERATURE` (``1 / t`` must be finite in float32).
         normalize: L2-normalise the three inputs along ``D`` (zero vectors stay zero). Each vector is divided by
-            its largest absolute entry before its norm is taken, so norms that would overflow float32 (any entry
-            above about ``1.8e19``) or underflow are exact; NaN or infinite features give a NaN loss.
+            its largest absolute entry (or accumulated in float64) when its norm is taken, so norms that would
+            overflow float32 (any entry above about ``1.8e19``) or underflow are exact; NaN or infinite features
+            give a NaN loss.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``(B,)``).
         backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (fused kernel, see :mod:`scatloss.ops`).
         normalize_eps: ``None`` (default): ``x / max(|x|, 1e-12)`` as ``F.normalize``; a float ``e >= 0``:

@@ -89,11 +89,11 @@ def row_norms(x: torch.Tensor) -> torch.Tensor:
 
     ``torch.linalg.vector_norm`` squares the entries in the input's dtype, so a float32 row with an entry above
     ~1.8e19 gets an infinite norm (and ``F.normalize`` turns it into zeros). Half, bfloat16 and float32 rows are
-    therefore accumulated in float64 (exact wherever the norm is representable, and as fast on CPU); float64 rows
-    are divided by their largest absolute entry first and scaled back. Zero rows have norm 0; rows with NaN or
-    infinite entries a NaN or infinite norm.
+    therefore accumulated in float64 (exact wherever the norm is representable); float64 rows (and rows on MPS,
+    which has no float64) are divided by their largest absolute entry first and scaled back. Zero rows have norm
+    0; rows with NaN or infinite entries a NaN or infinite norm.
     """
-    if x.dtype != torch.float64:
+    if x.dtype != torch.float64 and x.device.type != "mps":  # (MPS has no float64)
         return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64).to(x.dtype)
     scale = x.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))

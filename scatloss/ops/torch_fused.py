@@ -388,8 +388,8 @@ def scat_generator_hole(
 
 
 def _norms(x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """Row norms ``|x|``, taken of ``x / max|x|`` and scaled back so that they neither overflow (float32 entries
-    above ~1.8e19 square to infinity) nor underflow; one transient copy of ``x``."""
+    """Row norms ``|x|`` that neither overflow (float32 entries above ~1.8e19 square to infinity) nor underflow:
+    :func:`scatloss.reference.row_norms`."""
     if not normalize:
         return torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
     return R.row_norms(x)
