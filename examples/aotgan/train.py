@@ -446,12 +446,14 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     return train, heldout
 
 
-def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``max |x|`` over ``tensors`` as a float32 scalar tensor, NaN if any holds a NaN (no host sync)."""
-    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one foreach kernel
-    if total_norm is not None:
-        return total_norm(tensors, norm_type=math.inf).float()
-    return torch.stack([t.detach().abs().amax().float() for t in tensors]).amax()
+def _sum_all(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of every element of ``tensors`` as a float32 scalar tensor (no host sync).
+
+    Finite exactly when every element is (NaN and inf propagate through a sum; a sum of finite values only
+    overflows near 3e38, where a 2-norm's squares overflow from 1.8e19). Measured on CPU for G's 40 tensors:
+    0.3 ms, against 3.5 ms for ``get_total_norm(norm_type=inf)`` and 0.4 ms for the 2-norm.
+    """
+    return torch.stack([t.detach().sum(dtype=torch.float32) for t in tensors]).sum()
 
 
 def _mask_seed(seed: int, rank: int) -> int:
@@ -528,7 +530,7 @@ class Trainer:
     def _guard(self, net: str, terms: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> bool:
         """True when ``terms``, the gradients and the weights of ``optimizer``'s parameters are all finite.
 
-        One host sync: the terms, max |gradient| and max |weight| are stacked and tested together (under
+        One host sync: the terms and the sums of the gradients and of the weights are stacked and tested (under
         torch.distributed they are summed over processes first, so every process decides alike). Otherwise,
         by ``--nonfinite``: ``stop`` raises :class:`NonFiniteError` before the optimiser step; ``skip`` drops
         the gradients, leaves the weights and Adam's state as they are and returns False. Non-finite weights
@@ -540,10 +542,10 @@ class Trainer:
         values = [terms[k].detach().float().reshape(()) for k in names]
         labels = [f"{net.lower()}_{k}" for k in names]
         if grads:
-            values.append(_max_abs(grads))
-            labels.append(f"max |gradient| of {net}")
-        values.append(_max_abs([p.detach() for p in params]))
-        labels.append(f"max |weight| of {net}")
+            values.append(_sum_all(grads))
+            labels.append(f"the sum of {net}'s gradients")
+        values.append(_sum_all(params))
+        labels.append(f"the sum of {net}'s weights")
         stacked = torch.stack(values)
         if self.dist.world_size > 1:
             dist.all_reduce(stacked)  # a NaN/inf in any process reaches every process
