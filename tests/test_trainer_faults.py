@@ -294,23 +294,30 @@ def test_every_checkpoint_corrupt_refuses_to_resume_and_touches_nothing(straight
     assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
 
 
-_KILL_BEFORE_RENAME = """
-import os, signal, sys
-real_replace = os.replace
+_KILL = """
+import os, pathlib, signal, sys
+kill_at = sys.argv.pop(1)
+real_replace, real_unlink = os.replace, pathlib.Path.unlink
 def replace(src, dst, *args, **kwargs):
-    if str(dst).endswith("step_0000004.pt"):  # the temporary file is written and fsynced: die before the rename
+    if kill_at == "rename" and str(dst).endswith("step_0000004.pt"):  # written and fsynced, not yet renamed
         os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst, *args, **kwargs)
-os.replace = replace
+def unlink(self, *args, **kwargs):
+    if kill_at == "rotate" and self.name.startswith("step_") and self.with_name("step_0000004.pt").exists():
+        os.kill(os.getpid(), signal.SIGKILL)  # step 4 renamed, step 2 not yet deleted
+    return real_unlink(self, *args, **kwargs)
+os.replace, pathlib.Path.unlink = replace, unlink
 from examples.aotgan.train import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
 @pytest.mark.slow
-def test_a_write_killed_before_its_rename_leaves_a_tmp_file_that_the_resume_removes(
-    straight_run: Path, tmp_path: Path
+@pytest.mark.parametrize("moment", ["rename", "rotate"])
+def test_a_run_killed_while_checkpointing_resumes_exactly_and_leaves_no_tmp_file(
+    straight_run: Path, tmp_path: Path, moment: str
 ) -> None:
+    """SIGKILL before the rename of step 4's checkpoint (a .tmp file is left) or after it, before rotation."""
     out = tmp_path / "run"
     argv = [
         *TINY_ARGS, "--objective", "full", "--out", str(out), "--steps", "4", "--ckpt-every", "1",
@@ -318,13 +325,16 @@ def test_a_write_killed_before_its_rename_leaves_a_tmp_file_that_the_resume_remo
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", _KILL_BEFORE_RENAME, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=240,
-    )  # fmt: skip
+        [sys.executable, "-c", _KILL, moment, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == -9, done.stderr
     stale = list((out / "checkpoints").glob(".step_0000004.pt.*.tmp"))
-    assert len(stale) == 1 and stale[0].stat().st_size > 0
-    assert sorted(p.name for p in (out / "checkpoints").glob("step_*.pt")) == ["step_0000002.pt", "step_0000003.pt"]
+    steps = sorted(p.name for p in (out / "checkpoints").glob("step_*.pt"))
+    if moment == "rename":
+        assert len(stale) == 1 and stale[0].stat().st_size > 0
+        assert steps == ["step_0000002.pt", "step_0000003.pt"]
+    else:
+        assert not stale and steps == ["step_0000002.pt", "step_0000003.pt", "step_0000004.pt"]
 
     run(_config(out, objective="full", steps=4, ckpt_every=1, keep_checkpoints=2, resume=str(out)))
     assert not list((out / "checkpoints").glob("*.tmp"))
