@@ -1,0 +1,212 @@
+"""Check the drop-in for the authors' released trainer against its own code, and measure the generator step.
+
+    python benchmarks/hosts/release.py --checkout PATH/TO/Generative-Image-Inpainting
+        [--batch 5] [--threads 2] [--repeats 3] [--exact-only] [--cost-only] [--exact-d-ch 8] [--block-num 8]
+
+``PATH`` is your copy of zzw-zjgsu/Generative-Image-Inpainting (its ``src/model/model.py`` and
+``src/loss/loss.py`` are imported from there, unchanged; ``.cuda()`` is a no-op on a CPU).
+
+1. **Exactness** (float64, D in eval mode so that spectral norm does not advance, 256x256 as the release's D
+   requires, ``--batch`` images, a narrow ``UnetDiscriminator(D_ch=--exact-d-ch)`` so that float64 stays quick):
+   the release's ``dualadv`` + ``Contrastive`` against :mod:`scatloss.adapters.release` with the same head weights;
+   every term and the gradients of G and the head, relative difference printed, PASS below 1e-6 (the release's
+   own float64 round-off is about 1e-12).
+2. **Generator-step cost** (float32, the release's networks at their defaults, D in train mode, ``--threads``
+   threads, one process; each variant a forward of G, its losses and the backward, medians of ``--repeats`` after
+   one warm-up, variants interleaved; peak tensor memory from the profiler, measured once per variant):
+   ``release`` (its loss module), ``drop-in`` (``scatloss.adapters.release``), ``plain adversarial`` (G + L1 +
+   the global and SCAT terms through the drop-in, no contrastive terms) and ``plain`` (G + L1 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _host  # noqa: E402
+
+from scatloss.adapters import release as drop_in  # noqa: E402
+from scatloss.utils import peak_memory_bytes  # noqa: E402
+
+SIZE = 256  # the release's UnetDiscriminator only defines this resolution
+
+
+def _import(checkout: Path) -> tuple[Any, Any]:
+    src = checkout / "src"
+    if not (src / "loss" / "loss.py").exists():
+        raise SystemExit(f"--checkout: expected the release's checkout with src/loss/loss.py, got {checkout}")
+    _host.cuda_shims()
+    sys.path.insert(0, str(src))
+    return importlib.import_module("model.model"), importlib.import_module("loss.loss")
+
+
+def _args(block_num: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        image_size=SIZE, use_D_attn=False, no_SN=False, block_num=block_num, rates=[1, 2, 4, 8],
+        globalgan_type="hingegan", SCAT_type="hingegan", distributed=False, no_mlp=False,
+    )  # fmt: skip
+
+
+def _data(batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    images = _host.photos(batch, SIZE, low=-1.0, seed=0).to(dtype)
+    masks = _host.masks(batch, SIZE, seed=1).to(dtype)
+    return images, masks
+
+
+def _quiet(fn: Any, *a: Any, **k: Any) -> Any:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the release's networks print themselves
+        return fn(*a, **k)
+
+
+def exactness(model: Any, loss: Any, opts: argparse.Namespace) -> bool:
+    torch.manual_seed(0)
+    args = _args(1)
+    netG = _quiet(model.InpaintGenerator, args).double()
+    netD = _quiet(model.UnetDiscriminator, args, D_ch=opts.exact_d_ch).double().eval()
+    images, masks = _data(opts.batch, torch.float64)
+    netD.train()
+    with torch.no_grad():  # a few power iterations, so that spectral norm's estimates (and the logits) are sane
+        for _ in range(10):
+            netD(images)
+    netD.eval()
+    rel_c = loss.Contrastive(args, netD, False, input_dim=16 * opts.exact_d_ch).double()
+    rel_adv = loss.dualadv(args)
+    ours_c = drop_in.Contrastive(args, netD, False, input_dim=16 * opts.exact_d_ch)
+    ours_c.mlp.load_state_dict(rel_c.mlp.state_dict())  # type: ignore[union-attr]
+    ours_adv = drop_in.dualadv(args)
+    masked = images * (1 - masks) + masks
+
+    def run(adv: Any, con: Any) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        pred = netG(masked, masks)
+        comp = (1 - masks) * images + masks * pred
+        d_global, d_scat = adv.D(netD, comp, images, 1 - masks)
+        g_global, g_scat = adv.G(netD, comp, 1 - masks)
+        text, sem = con(masked, comp, images, masks, 5)
+        terms = {"d_global": d_global, "d_scat": d_scat, "g_global": g_global, "g_scat": g_scat, "text": text,
+                 "sem": sem}  # fmt: skip
+        total = 10 * (pred - images).abs().mean() + g_global + g_scat + 10 * text + sem
+        params = [*netG.parameters(), *con.mlp.parameters()]
+        return terms, list(torch.autograd.grad(total, params))
+
+    got_terms, got_grads = run(ours_adv, ours_c)
+    try:
+        want_terms, want_grads = run(rel_adv, rel_c)
+    except AssertionError:
+        finite = all(bool(torch.isfinite(t).all()) for t in [*got_terms.values(), *got_grads])
+        _host.say(f"  the release fails at B={opts.batch} (it asserts num_feat_layers <= batch size); the drop-in runs")
+        _host.say(("PASS" if finite else "FAIL") + f" drop-in at B={opts.batch}: every term and gradient finite")
+        return finite
+    worst = 0.0
+    for key, want in want_terms.items():
+        rel = float((got_terms[key] - want).detach().abs() / want.detach().abs().clamp_min(1e-30))
+        worst = max(worst, rel)
+        _host.say(
+            f"  {key:9s} release {float(want.detach()): .12g}  "
+            f"drop-in {float(got_terms[key].detach()): .12g}  rel {rel:.2g}"
+        )
+    n_g = len(list(netG.parameters()))
+    grad_rel = 0.0
+    for part in (slice(0, n_g), slice(n_g, None)):  # G, then the head: max |difference| / max |gradient|
+        g = torch.cat([t.flatten() for t in got_grads[part]])
+        w = torch.cat([t.flatten() for t in want_grads[part]])
+        grad_rel = max(grad_rel, float((g - w).abs().max() / w.abs().max().clamp_min(1e-30)))
+    _host.say(f"  gradients of G and of the head: max |difference| / max |gradient| = {grad_rel:.2g}")
+    ok = worst < 1e-6 and grad_rel < 1e-6
+    _host.say(("PASS" if ok else "FAIL") + f" drop-in == release (float64, B={opts.batch}, D_ch={opts.exact_d_ch})")
+    return ok
+
+
+def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(0)
+    args = _args(opts.block_num)
+    netG = _quiet(model.InpaintGenerator, args)
+    netD = _quiet(model.UnetDiscriminator, args)
+    images, masks = _data(opts.batch, torch.float32)
+    masked = images * (1 - masks) + masks
+    rel_c, rel_adv = loss.Contrastive(args, netD, False), loss.dualadv(args)
+    ours_c, ours_adv = drop_in.Contrastive(args, netD, False), drop_in.dualadv(args)
+    ours_c.mlp = copy.deepcopy(rel_c.mlp)
+
+    def g_step(variant: str) -> None:
+        pred = netG(masked, masks)
+        comp = (1 - masks) * images + masks * pred
+        total = 10 * (pred - images).abs().mean()
+        if variant == "release":
+            g, s = rel_adv.G(netD, comp, 1 - masks)
+            t, m = rel_c(masked, comp, images, masks, 5)
+            total = total + g + s + 10 * t + m
+        elif variant == "drop-in":
+            g, s = ours_adv.G(netD, comp, 1 - masks)
+            t, m = ours_c(masked, comp, images, masks, 5)
+            total = total + g + s + 10 * t + m
+        elif variant == "plain adversarial":
+            g, s = ours_adv.G(netD, comp, 1 - masks)
+            total = total + g + s
+        total.backward()
+        for p in (*netG.parameters(), *netD.parameters(), *rel_c.mlp.parameters(), *ours_c.mlp.parameters()):
+            p.grad = None
+
+    variants = ["release", "drop-in", "plain adversarial", "plain"]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(opts.repeats + 1):
+        for v in variants:
+            t0 = time.perf_counter()
+            g_step(v)
+            if r > 0:
+                times[v].append(time.perf_counter() - t0)
+    mem = {v: peak_memory_bytes(lambda v=v: g_step(v)) / 2**30 for v in variants}
+    med = {v: statistics.median(times[v]) for v in variants}
+    _host.say(
+        f"\ngenerator step, 256x256, batch {opts.batch}, float32, {opts.threads} threads, median of {opts.repeats}"
+    )
+    _host.say(f"  {'variant':18s} {'time (s)':>9s} {'peak (GiB)':>11s}  vs plain adversarial   vs plain")
+    for v in variants:
+        _host.say(
+            f"  {v:18s} {med[v]:9.2f} {mem[v]:11.2f}  {med[v] / med['plain adversarial']:5.2f}x / "
+            f"{mem[v] / mem['plain adversarial']:4.2f}x      "
+            f"{med[v] / med['plain']:5.2f}x / {mem[v] / mem['plain']:4.2f}x"
+        )
+    _host.say(
+        f"  release / drop-in: {med['release'] / med['drop-in']:.2f}x time, "
+        f"{mem['release'] / mem['drop-in']:.2f}x memory"
+    )
+    _host.say("  all times (s): " + "; ".join(f"{v}: {', '.join(f'{t:.2f}' for t in times[v])}" for v in variants))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkout", required=True)
+    parser.add_argument("--batch", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block-num", type=int, default=8)
+    parser.add_argument("--exact-d-ch", type=int, default=8)
+    parser.add_argument("--exact-only", action="store_true")
+    parser.add_argument("--cost-only", action="store_true")
+    opts = parser.parse_args(argv)
+    model, loss = _import(Path(opts.checkout).resolve())
+    ok = True
+    if not opts.cost_only:
+        torch.set_num_threads(opts.threads)
+        ok = exactness(model, loss, opts)
+    if not opts.exact_only:
+        cost(model, loss, opts)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
