@@ -1,6 +1,6 @@
 r"""SCAT (and optionally both contrastive losses) as a LaMa adversarial loss (advimman/lama), no host import.
 
-LaMa, as this adapter assumes it (``saicinpainting/training``; verify against your checkout):
+LaMa, as this adapter uses it (``saicinpainting/training``, checked against the repository):
 
 * adversarial losses subclass ``BaseAdversarialLoss`` and are built by name in
   ``losses/adversarial.py``: ``make_discrim_loss(kind, **kwargs)`` (``kind: r1`` gives ``NonSaturatingWithR1``),
@@ -17,14 +17,24 @@ LaMa, as this adapter assumes it (``saicinpainting/training``; verify against yo
 * the discriminators are PatchGANs returning ``(logits (B, 1, h, w), list_of_features)``;
 * the two optimisers are built from ``self.generator.parameters()`` and ``self.discriminator.parameters()``.
 
-Retrofit::
+Retrofit (docs/retrofitting.md has the diff)::
 
-    # saicinpainting/training/losses/adversarial.py, in make_discrim_loss(kind, **kwargs):
-    if kind == 'scat': from scatloss.adapters.lama import SCATAdversarialLoss; return SCATAdversarialLoss(**kwargs)
-    # the trainer's configure_optimizers(): the segmenter to D's optimiser, the head (if any) to G's
-    discriminator_params = [*self.discriminator.parameters(), *self.adversarial_loss.discriminator_parameters()]
-    generator_params = [*self.generator.parameters(), *self.adversarial_loss.generator_parameters()]
+    # saicinpainting/training/losses/adversarial.py, in make_discrim_loss(kind, **kwargs); the import stays inside
+    # the branch, so that prediction and the other loss kinds never need scatloss:
+    elif kind == 'scat':
+        from scatloss.adapters.lama import SCATAdversarialLoss
+        return SCATAdversarialLoss(**kwargs)
+    # trainers/base.py, configure_optimizers(): the segmenter to D's optimiser, the head (if any) to G's; getattr
+    # keeps LaMa's own losses (NonSaturatingWithR1, BCELoss: plain objects without these methods) working
+    extra_d = getattr(self.adversarial_loss, 'discriminator_parameters', tuple)
+    extra_g = getattr(self.adversarial_loss, 'generator_parameters', tuple)
+    discriminator_params = list(self.discriminator.parameters()) + list(extra_d())
+    # ... make_optimizer(list(self.generator.parameters()) + list(extra_g()), ...)
     # config: losses.adversarial.kind: scat   (its other keys, e.g. weight / gp_coef / mask_as_fake_target, still apply)
+
+Under Lightning's DDP strategy the whole training module, this loss and its segmenter included, is one DDP
+module; the adapter runs inside its forward and needs nothing else (``negatives_from="global"`` for global
+negatives).
 
 Because the adapter is an ``nn.Module`` assigned as ``self.adversarial_loss`` of the LightningModule, Lightning
 moves its segmenter to the device and checkpoints it (keys ``adversarial_loss.*``; a checkpoint from before the
@@ -119,11 +129,14 @@ class SCATAdversarialLoss(nn.Module):
             ``H, W`` divisible by 16).
         kind: global adversarial form.
         weight: weight of the global generator term (LaMa's ``weight``; the discriminator term is unweighted).
-        gp_coef: R1 coefficient (0: no R1; LaMa's configs use e.g. 0.001).
+        gp_coef: R1 coefficient (default 5 as LaMa's ``NonSaturatingWithR1``; LaMa's configs use 0.001; 0: no R1).
         mask_as_fake_target, allow_scale_mask, mask_scale_mode, extra_mask_weight_for_gen, use_unmasked_for_gen,
-            use_unmasked_for_discr: LaMa's global-term options (above). ``mask_scale_mode`` is ``"nearest"``
-            (LaMa's default), ``"area"`` or ``"max"``; ``allow_scale_mask=False`` raises if the patch map is
-            smaller than the mask (LaMa asserts).
+            use_unmasked_for_discr: LaMa's global-term options (above), with LaMa's defaults. ``mask_scale_mode``
+            is ``"maxpool"`` (``F.adaptive_max_pool2d``) or a 2-D ``F.interpolate`` mode (``"nearest"``, LaMa's
+            default, ``"nearest-exact"``, ``"bilinear"``, ``"bicubic"``, ``"area"``), applied only when the sizes
+            differ, as LaMa's ``interpolate_mask``; ``allow_scale_mask=False`` (LaMa's default; its configs set
+            ``True``) raises if the patch map is smaller than the mask. The two combinations LaMa asserts against
+            raise ``ValueError``.
         lambda_scat: weight of SCAT's generator term (default: ``weight``).
         scat_kind, scat_region, scat_resample: SCAT options (``"hinge"``, ``"hole"`` as in the release, ``"area"``).
         discriminator: the host's discriminator, for the contrastive terms (not registered: its parameters stay
@@ -132,6 +145,8 @@ class SCATAdversarialLoss(nn.Module):
             contrastive configuration (as :class:`scatloss.adapters.aotgan.SCATDiscriminator`).
         lambda_text, lambda_sem, temperature, normalize, negatives, fill, chunk_size, seed: contrastive weights and
             options (paper: 10, 1, 0.07).
+        negatives_from: ``"local"`` (default) or ``"global"`` (the masks of every DDP rank; see
+            :class:`~scatloss.SCATCriterion`).
         check_range, check_mask: boundary checks.
 
     Shape:
