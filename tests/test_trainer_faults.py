@@ -233,6 +233,19 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(
     assert not (out / "metrics.json").exists()
 
 
+def test_the_stop_line_starts_a_line_of_its_own_after_the_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        SCATCriterion, "generator_step", _poisoning(SCATCriterion.generator_step, "adv", math.inf, {2})
+    )
+    argv = [*TINY_ARGS, "--progress", "--out", str(tmp_path / "run"), "--steps", "3"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    errors = [line for line in err.split("\n") if "error:" in line]  # tqdm redraws with \r, not \n
+    assert len(errors) == 1 and errors[0].startswith("error: step 2: non-finite g_adv = "), err
+
+
 def test_a_run_with_skipped_steps_finishes_finite_and_records_the_skips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

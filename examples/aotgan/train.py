@@ -519,6 +519,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None  # the newest checkpoint written or resumed from (all finite)
         self.skips_total = self.skips_consecutive = 0  # --nonfinite skip: steps with a skipped update
         self._skipped_now: list[str] = []
+        self._bar: Any = None  # fit's progress bar
 
     # ---- one step --------------------------------------------------------------------------------------------------
 
@@ -791,7 +792,7 @@ class Trainer:
 
     def fit(self, log: _Log | None = None) -> None:
         cfg, main = self.cfg, self.dist.main
-        bar = _progress(cfg.steps, self.step, enabled=main and cfg.progress)
+        bar = self._bar = _progress(cfg.steps, self.step, enabled=main and cfg.progress)
         last_ckpt = last_grid = -1
         start = time.perf_counter()
         while self.step < cfg.steps:
@@ -1019,6 +1020,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     try:
         trainer.fit(log)
     finally:
+        if trainer._bar is not None:  # a NonFiniteError leaves fit with its bar open: end its line, so that
+            trainer._bar.close()  # the error is a line of its own
         if log is not None:
             log.close()
     result = trainer.evaluate() if main else {}
