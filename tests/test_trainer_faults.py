@@ -208,6 +208,34 @@ def test_a_checkpoint_with_non_finite_state_is_never_written(tmp_path: Path) -> 
     assert load_checkpoint(good)["step"] == 1
 
 
+def test_a_checkpoint_that_does_not_read_back_intact_rotates_nothing_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import examples.aotgan.train as train_module
+
+    trainer = Trainer(_config(tmp_path, objective="baseline", keep_checkpoints=1), data=False)
+    trainer.masks = MaskGenerator(32, 32, seed=0)
+    trainer.step = 1
+    good = trainer.save_checkpoint()
+    assert good is not None
+
+    write = train_module.save_checkpoint
+
+    def bad_disk(state: dict[str, Any], path: Path) -> Path:  # the bytes on disk differ from those written
+        written = write(state, path)
+        data = bytearray(written.read_bytes())
+        data[-100] ^= 1
+        written.write_bytes(bytes(data))
+        return written
+
+    monkeypatch.setattr(train_module, "save_checkpoint", bad_disk)
+    trainer.step = 2
+    with pytest.raises(TrainerError, match=r"step_0000002\.pt' is corrupted"):
+        trainer.save_checkpoint()
+    assert good.exists() and load_checkpoint(good)["step"] == 1  # keep_checkpoints=1, and still kept
+    assert trainer.last_checkpoint == good
+
+
 # ---- non-finite values: whole runs ------------------------------------------------------------------------------
 
 
