@@ -1059,7 +1059,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     if demo:
         values.update(overwrite=True, threads=1)
     if given.get("resume"):
-        path, state, _ = load_resume(given["resume"])
+        with warnings.catch_warnings():  # run() loads the checkpoint again and warns (fallback, no hash) once
+            warnings.simplefilter("ignore")
+            path, state, _ = load_resume(given["resume"])
         saved = state["config"]
         values.update({k: saved[k] for k in RESUME_KEYS if k in saved})
         if "out" not in given:
