@@ -187,6 +187,46 @@ def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
     _host.say("  all times (s): " + "; ".join(f"{v}: {', '.join(f'{t:.2f}' for t in times[v])}" for v in variants))
 
 
+def levers(model: Any, loss: Any, opts: argparse.Namespace) -> None:
+    """The drop-in's generator step with candidate speed levers, each against the default, interleaved."""
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(0)
+    args = _args(opts.block_num)
+    netG = _quiet(model.InpaintGenerator, args)
+    netD = _quiet(model.UnetDiscriminator, args)
+    images, masks = _data(opts.batch, torch.float32)
+    masked = images * (1 - masks) + masks
+    adv = drop_in.dualadv(args)
+    configs = {"default (chunk 8)": {}, "chunk 32": {"chunk_size": 32}, "channels_last": {"channels_last": True}}
+    losses = {k: drop_in.Contrastive(args, netD, False, chunk_size=c.get("chunk_size", 8)) for k, c in configs.items()}
+
+    def g_step(name: str) -> None:
+        cl = configs[name].get("channels_last", False)
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        netD.to(memory_format=fmt)
+        x_img, x_masked = images.to(memory_format=fmt), masked.to(memory_format=fmt)
+        pred = netG(masked, masks)
+        comp = ((1 - masks) * images + masks * pred).contiguous(memory_format=fmt)
+        g, s = adv.G(netD, comp, 1 - masks)
+        t, m = losses[name](x_masked, comp, x_img, masks, 5)
+        (10 * (pred - images).abs().mean() + g + s + 10 * t + m).backward()
+        for p in (*netG.parameters(), *netD.parameters(), *losses[name].parameters()):
+            p.grad = None
+
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    for r in range(opts.repeats + 1):
+        for k in configs:
+            t0 = time.perf_counter()
+            g_step(k)
+            if r > 0:
+                times[k].append(time.perf_counter() - t0)
+    base = statistics.median(times["default (chunk 8)"])
+    _host.say(f"\nlevers (drop-in generator step, median of {opts.repeats}):")
+    for k, v in times.items():
+        med = statistics.median(v)
+        _host.say(f"  {k:18s} {med:7.2f} s  {med / base:5.2f}x  ({', '.join(f'{t:.2f}' for t in v)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", required=True)
@@ -197,9 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exact-d-ch", type=int, default=8)
     parser.add_argument("--exact-only", action="store_true")
     parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--levers", action="store_true", help="only: time candidate levers of the drop-in")
     opts = parser.parse_args(argv)
     model, loss = _import(Path(opts.checkout).resolve())
     ok = True
+    if opts.levers:
+        levers(model, loss, opts)
+        return 0
     if not opts.cost_only:
         torch.set_num_threads(opts.threads)
         ok = exactness(model, loss, opts)
