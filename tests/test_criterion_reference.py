@@ -393,3 +393,56 @@ def test_separate_segmenter_terms_equal_the_reference(kind: str) -> None:
     torch.testing.assert_close(g_terms["adv"], adv, rtol=RTOL, atol=0.0)
     torch.testing.assert_close(g_terms["scat"], scat, rtol=RTOL, atol=0.0)
     assert rel(g_grad, want_grad) <= RTOL
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the default mask sampler of negatives=M
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _semantic_only(crit: SCATCriterion, D: TinyD, b: int, h: int, w: int, masks: torch.Tensor) -> None:
+    """The criterion's semantic term on a ``b x 3 x h x w`` batch equals the reference with negatives ``masks``."""
+    g = torch.Generator().manual_seed(h * w)
+    image = torch.rand(b, 3, h, w, generator=g, dtype=F64) * 2 - 1
+    prediction = torch.rand(b, 3, h, w, generator=g, dtype=F64) * 2 - 1
+    hole = rect_masks(b, h, w)
+    got = crit.generator_step(prediction, image, hole)
+    m = masks.shape[0] // b
+    want = reference_generator_terms(
+        D,
+        crit.objective,
+        prediction,
+        image,
+        hole,
+        textural=(),
+        semantic="conv2",
+        semantic_pool="relu_sum",
+        negative_masks=masks.to(F64).view(b, m, 1, h, w),
+        fill=crit.fill,
+        kind="hinge",
+    )
+    torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
+
+
+def test_default_sampler_is_a_seeded_mask_generator_per_image_size() -> None:
+    """``negatives=M`` without a sampler: ``MaskGenerator(H, W, seed=seed)``, one per size, its stream continued."""
+    from scatloss.masks import MaskGenerator
+
+    D = make_d()
+    crit = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2, seed=5)
+    big, small = MaskGenerator(H, W, seed=5), MaskGenerator(12, 16, seed=5)
+    _semantic_only(crit, D, 3, H, W, big.sample(6))
+    _semantic_only(crit, D, 3, 12, 16, small.sample(6))
+    _semantic_only(crit, D, 3, H, W, big.sample(6))  # the 16 x 20 stream goes on where it stopped
+
+
+@pytest.mark.parametrize("n_wrong", [-1, 1])
+def test_mask_sampler_returning_the_wrong_number_of_masks_raises(n_wrong: int) -> None:
+    D = make_d()
+
+    def sampler(n: int, h: int, w: int) -> torch.Tensor:
+        return rect_masks(n + n_wrong, h, w)
+
+    crit = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2, mask_sampler=sampler)
+    with pytest.raises(ValueError, match=r"mask_sampler\(\.\.\.\)"):
+        crit.generator_step(*make_batch())
