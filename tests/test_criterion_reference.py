@@ -446,3 +446,105 @@ def test_mask_sampler_returning_the_wrong_number_of_masks_raises(n_wrong: int) -
     crit = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2, mask_sampler=sampler)
     with pytest.raises(ValueError, match=r"mask_sampler\(\.\.\.\)"):
         crit.generator_step(*make_batch())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# discriminator step: which networks run, which head is read
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _count_calls(net: nn.Module) -> list[int]:
+    calls: list[int] = []
+    net.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["hinge", "ls"])
+def test_discriminator_step_with_only_the_scat_term(kind: str) -> None:
+    """``terms=("scat",)``: D's pixel head (two-head layout) on composite and ground truth; with a separate S, D
+    does not run at all."""
+    prediction, image, hole = make_batch()
+    comp = hole * prediction + (1 - hole) * image
+    h = F.avg_pool2d(hole, 2)
+
+    D = make_d()
+    d_calls = _count_calls(D)
+    crit = SCATCriterion(D, objective=InpaintingObjective(kind=kind), terms=("scat",))  # type: ignore[arg-type]
+    got = crit.discriminator_step(prediction, image, hole)
+    fake, real = hand_forward(D, comp)["pixel"], hand_forward(D, image)["pixel"]
+    want = ((1 - h) * R.real_term(fake, kind) + h * R.fake_term(fake, kind) + R.real_term(real, kind)).mean()
+    assert set(got) == {"scat", "total"} and d_calls == [3, 3]
+    torch.testing.assert_close(got["scat"], want, rtol=RTOL, atol=0.0)
+
+    D2 = make_d()
+    d2_calls = _count_calls(D2)
+    torch.manual_seed(3)
+    S = nn.Conv2d(3, 1, 3, padding=1).to(F64)
+    crit = SCATCriterion(D2, segmenter=S, objective=InpaintingObjective(kind=kind), terms=("scat",))  # type: ignore[arg-type]
+    got = crit.discriminator_step(prediction, image, hole)
+    fake, real = F.conv2d(comp, S.weight, S.bias, padding=1), F.conv2d(image, S.weight, S.bias, padding=1)
+    want = ((1 - hole) * R.real_term(fake, kind) + hole * R.fake_term(fake, kind) + R.real_term(real, kind)).mean()
+    assert d2_calls == [], "the discriminator must not run when only the separate segmenter's term is asked for"
+    torch.testing.assert_close(got["scat"], want, rtol=RTOL, atol=0.0)
+
+
+class PixelOnlyD(nn.Module):
+    """A discriminator returning one tensor, its per-pixel map (``global_output=None``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_single_tensor_output_is_the_pixel_map_without_a_global_head() -> None:
+    torch.manual_seed(0)
+    D = PixelOnlyD().to(F64)
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(D, global_output=None, pixel_output=0)
+    assert crit.terms == ("scat", "rec")
+    comp = hole * prediction + (1 - hole) * image
+    fake, real = (
+        F.conv2d(comp, D.conv.weight, D.conv.bias, padding=1),
+        F.conv2d(image, D.conv.weight, D.conv.bias, padding=1),
+    )
+    d_want = (1 - hole) * R.real_term(fake, "hinge") + hole * R.fake_term(fake, "hinge") + R.real_term(real, "hinge")
+    torch.testing.assert_close(
+        crit.discriminator_step(prediction, image, hole)["scat"], d_want.mean(), rtol=RTOL, atol=0.0
+    )
+    g_want = (R.generator_term(fake, "hinge") * hole).mean()
+    torch.testing.assert_close(crit.generator_step(prediction, image, hole)["scat"], g_want, rtol=RTOL, atol=0.0)
+
+
+class ScriptedD(nn.Module):
+    """Returns ``{"global": (B, 1), "pixel": (B, 1, H, W)}``, except on call number ``bad_call``, where ``missing`` is
+    left out (a discriminator whose output structure is not what the criterion was told)."""
+
+    def __init__(self, bad_call: int, missing: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        self.bad_call, self.missing, self.calls = bad_call, missing, 0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        p = self.conv(x)
+        out = {"global": p.mean(dim=(2, 3)), "pixel": p}
+        if self.calls == self.bad_call:
+            del out[self.missing]
+        self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize(
+    ("step", "bad_call", "missing"),
+    # the discriminator step runs D on the composite (call 0) and the ground truth (call 1); the generator step,
+    # with only these terms, once on the composite
+    [(s, c, m) for s, c in (("discriminator", 0), ("discriminator", 1), ("generator", 0)) for m in ("global", "pixel")],
+)
+def test_a_missing_head_is_named_by_its_option(step: str, bad_call: int, missing: str) -> None:
+    """The error names the option (``global_output`` / ``pixel_output``), whichever pass and head lack it."""
+    D = ScriptedD(bad_call, missing).to(F64)
+    crit = SCATCriterion(D, global_output="global", pixel_output="pixel", terms=("adv", "scat"))
+    with pytest.raises(ValueError, match=rf"^{missing}_output: expected index or key '{missing}'"):
+        getattr(crit, f"{step}_step")(*make_batch())
