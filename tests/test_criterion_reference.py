@@ -444,7 +444,22 @@ def test_mask_sampler_returning_the_wrong_number_of_masks_raises(n_wrong: int) -
         return rect_masks(n + n_wrong, h, w)
 
     crit = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2, mask_sampler=sampler)
-    with pytest.raises(ValueError, match=r"mask_sampler\(\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"^mask_sampler\(\.\.\.\): expected batch size 6"):
+        crit.generator_step(*make_batch())
+
+
+@pytest.mark.parametrize("bad", [2.0, -0.5, float("nan")])
+def test_mask_sampler_values_are_checked_inside_the_step(bad: float) -> None:
+    """The step's inputs are checked once at entry; the sampler's masks arrive later and are checked themselves."""
+    D = make_d()
+
+    def sampler(n: int, h: int, w: int) -> torch.Tensor:
+        masks = rect_masks(n, h, w)
+        masks[-1, 0, 0, 0] = bad
+        return masks
+
+    crit = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2, mask_sampler=sampler)
+    with pytest.raises(ValueError, match=r"^mask_sampler\(\.\.\.\): expected values in \[0, 1\]"):
         crit.generator_step(*make_batch())
 
 
