@@ -1,0 +1,98 @@
+"""Mutation score per module from a finished ``mutmut run`` (reads ``mutants/**/*.meta``).
+
+Usage (from the repository root, after ``make mutate``)::
+
+    python benchmarks/mutation/score.py [--equivalent benchmarks/mutation/equivalent.txt] [--markdown]
+
+Score = killed / (mutants checked - documented equivalents). ``killed`` counts pytest failures and
+timeouts (a mutant that makes a test hang is caught); ``survived`` a mutant every covering test passed;
+``no tests`` a mutant in code no selected test reaches (counted against the score). Equivalent mutants
+are listed one per line in ``equivalent.txt`` (``mutant name  # reason``) and excluded from the score
+only if they survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+KILLED = {1, 3, 36, 24, -24, 152, 255}  # test failure, pytest internal error (mutmut: killed), timeouts
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def load_equivalents(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, reason = line.partition("#")
+        out[name.strip()] = reason.strip()
+    return out
+
+
+def module_of(mutant: str) -> str:
+    """``scatloss.criterion.xǁSCATCriterionǁ_pool__mutmut_3`` -> ``scatloss.criterion``."""
+    head = mutant.split(".x", 1)[0] if ".x" in mutant else mutant.rsplit(".", 1)[0]
+    return head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("mutants"))
+    parser.add_argument("--equivalent", type=Path, default=Path(__file__).with_name("equivalent.txt"))
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--survivors", action="store_true", help="list surviving mutants that are not equivalent")
+    args = parser.parse_args()
+    equivalents = load_equivalents(args.equivalent)
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    survivors: list[str] = []
+    for meta in sorted(args.root.rglob("*.meta")):
+        data = json.loads(meta.read_text())
+        for name, code in data.get("exit_code_by_key", {}).items():
+            c = counts[module_of(name)]
+            if code is None:
+                c["not checked"] += 1
+            elif code in KILLED:
+                c["killed"] += 1
+            elif code in SURVIVED:
+                if name in equivalents:
+                    c["equivalent"] += 1
+                else:
+                    c["survived"] += 1
+                    survivors.append(name)
+            elif code in NO_TESTS:
+                c["no tests"] += 1
+            else:
+                c["other"] += 1
+    cols = ("killed", "survived", "no tests", "equivalent", "other", "not checked")
+    rows = []
+    total: Counter[str] = Counter()
+    for module in sorted(counts):
+        c = counts[module]
+        total.update(c)
+        rows.append((module, c))
+    rows.append(("all", total))
+    if args.markdown:
+        print("| module | " + " | ".join(cols) + " | score |")
+        print("|---|" + "---:|" * (len(cols) + 1))
+    for module, c in rows:
+        scored = c["killed"] + c["survived"] + c["no tests"] + c["other"]
+        score = f"{100 * c['killed'] / scored:.1f} %" if scored else "-"
+        if args.markdown:
+            print(f"| {module} | " + " | ".join(str(c[k]) for k in cols) + f" | {score} |")
+        else:
+            print(f"{module:40s} " + " ".join(f"{k}={c[k]}" for k in cols) + f"  score={score}")
+    if args.survivors:
+        print("\nsurvivors (not documented as equivalent):")
+        for name in survivors:
+            print("  " + name)
+
+
+if __name__ == "__main__":
+    main()
