@@ -563,3 +563,28 @@ def test_a_missing_head_is_named_by_its_option(step: str, bad_call: int, missing
     crit = SCATCriterion(D, global_output="global", pixel_output="pixel", terms=("adv", "scat"))
     with pytest.raises(ValueError, match=rf"^{missing}_output: expected index or key '{missing}'"):
         getattr(crit, f"{step}_step")(*make_batch())
+
+
+def test_discriminator_step_accepts_a_ground_truth_that_requires_grad() -> None:
+    """An R1 penalty needs ``image.requires_grad`` (LaMa sets it before its discriminator step) while the prediction
+    is detached: the generator step's swapped-arguments check must not fire here, and the gradient reaches the
+    image as the reference's does."""
+    D = make_d()
+    prediction, image, hole = make_batch()
+    image = image.requires_grad_(True)
+    crit = SCATCriterion(D)
+    got = crit.discriminator_step(prediction, image, hole)
+    (g_got,) = torch.autograd.grad(got["total"], image)
+    ref_image = image.detach().requires_grad_(True)
+    comp = hole * prediction + (1 - hole) * ref_image
+    fake, real = hand_forward(D, comp), hand_forward(D, ref_image)
+    h = F.avg_pool2d(hole, 2)
+    adv = R.real_term(real["global"], "hinge").mean() + R.fake_term(fake["global"], "hinge").mean()
+    scat = (
+        (1 - h) * R.real_term(fake["pixel"], "hinge")
+        + h * R.fake_term(fake["pixel"], "hinge")
+        + R.real_term(real["pixel"], "hinge")
+    ).mean()
+    (g_want,) = torch.autograd.grad(adv + scat, ref_image)
+    torch.testing.assert_close(got["total"], adv + scat, rtol=RTOL, atol=0.0)
+    assert rel(g_got, g_want) <= RTOL
