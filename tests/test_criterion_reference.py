@@ -588,3 +588,60 @@ def test_discriminator_step_accepts_a_ground_truth_that_requires_grad() -> None:
     (g_want,) = torch.autograd.grad(adv + scat, ref_image)
     torch.testing.assert_close(got["total"], adv + scat, rtol=RTOL, atol=0.0)
     assert rel(g_got, g_want) <= RTOL
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_global_negatives_use_every_ranks_masks_with_this_ranks_own_at_its_offset(
+    mode: str, rank: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``negatives_from="global"``: negative (b, j) is image b corrupted by mask j of the masks of all ranks in rank
+    order; this rank's own masks sit at ``rank * B``. The all_gather is replaced by a stand-in for rank ``rank`` of
+    3 (the collective itself runs in tests/test_distributed.py)."""
+    D = make_d()
+    prediction, image, hole = make_batch(b=2)
+    others = [rect_masks(2, H, W, offset=5 + 2 * r) for r in range(2)]
+    gathered = torch.cat([*others[:rank], hole, *others[rank:]])
+    crit = SCATCriterion(
+        D, semantic_layer="conv2", terms=("sem",), negatives_from="global", fill=0.5, chunk_size=3, mode=mode
+    )  # type: ignore[arg-type]
+    monkeypatch.setattr(crit, "_gather_holes", lambda h: (gathered, rank * h.shape[0]))
+    got = crit.generator_step(prediction, image, hole)
+    want = reference_generator_terms(
+        D,
+        crit.objective,
+        prediction,
+        image,
+        hole,
+        textural=(),
+        semantic="conv2",
+        semantic_pool="relu_sum",
+        negative_masks=gathered.unsqueeze(0).expand(2, 6, 1, H, W),
+        fill=0.5,
+        kind="hinge",
+    )
+    torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
+
+
+@pytest.mark.parametrize("negatives", ["batch", 2])
+def test_autograd_free_passes_never_exceed_chunk_size(negatives: str | int) -> None:
+    """Ground truth, corrupted input and negatives run in passes of at most ``chunk_size`` images (3 here, equal
+    to the channel count, with a batch of 4); the composite's autograd pass is whole."""
+    D = make_d()
+    passes: list[tuple[int, bool]] = []
+    D.register_forward_pre_hook(lambda module, args: passes.append((args[0].shape[0], torch.is_grad_enabled())))
+    crit = SCATCriterion(
+        D,
+        textural_layers=("act1",),
+        semantic_layer="conv2",
+        negatives=negatives,  # type: ignore[arg-type]
+        mask_sampler=RecordingSampler(),
+        chunk_size=3,
+    )
+    crit.generator_step(*make_batch(b=4))
+    assert passes[0] == (4, True)
+    no_grad = [n for n, grad in passes[1:]]
+    assert not any(grad for _, grad in passes[1:])
+    assert max(no_grad) <= 3
+    # x and x~ (4 images each, in 3 + 1) and the negatives (4 * 4 - 4 own masks, or 4 * 2)
+    assert sum(no_grad) == 8 + (12 if negatives == "batch" else 8)
