@@ -645,3 +645,30 @@ def test_autograd_free_passes_never_exceed_chunk_size(negatives: str | int) -> N
     assert max(no_grad) <= 3
     # x and x~ (4 images each, in 3 + 1) and the negatives (4 * 4 - 4 own masks, or 4 * 2)
     assert sum(no_grad) == 8 + (12 if negatives == "batch" else 8)
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+@pytest.mark.parametrize("negatives", ["batch", 2])
+def test_steps_keep_every_tensor_on_the_inputs_device(mode: str, negatives: str | int) -> None:
+    """A second device without a GPU: networks and inputs on ``meta``, the mask sampler returning CPU masks (as a
+    MaskGenerator does). Every term comes back on ``meta``: masks, indices and features are moved to the inputs'
+    device, whatever device the sampler used."""
+    with torch.device("meta"):
+        D = TinyD().to(F64)
+    sampler = RecordingSampler()
+    crit = SCATCriterion(
+        D,
+        textural_layers=("act1",),
+        semantic_layer="conv2",
+        negatives=negatives,  # type: ignore[arg-type]
+        mask_sampler=sampler,
+        chunk_size=2,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    prediction, image, hole = (t.to("meta") for t in make_batch())
+    terms = crit.generator_step(prediction.requires_grad_(True), image, hole)
+    terms["total"].backward()
+    d_terms = crit.discriminator_step(prediction, image, hole)
+    assert all(v.device.type == "meta" for v in (*terms.values(), *d_terms.values()))
+    assert prediction.grad is not None and prediction.grad.device.type == "meta"
+    assert all(m.device.type == "cpu" for m in sampler.calls) and len(sampler.calls) == (negatives != "batch")
