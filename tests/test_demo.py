@@ -42,6 +42,8 @@ def test_demo_runs_both_arms_and_writes_labelled_pictures_and_metrics(tiny_weigh
     assert set(metrics["heldout"]) == {"start (shipped weights)", "scat", "baseline"}
     assert set(metrics["probe"]) == {"start (shipped weights)", "scat", "baseline"}
     assert metrics["probe"]["scat"]["probe"]["steps"] == 1
+    assert set(metrics["scat_segmenter"]) == set(metrics["heldout"])
+    assert metrics["scat_segmenter"]["scat"]["overall"]["count"] == 3 * 2  # 2 held-out crops x 3 buckets
     assert "--objective full" in metrics["commands"]["scat"] and "--size 32" in metrics["commands"]["scat"]
     for arm in ("scat", "baseline"):
         log = [json.loads(line) for line in (out / arm / "train_log.jsonl").read_text().splitlines()]

@@ -21,8 +21,10 @@ by side on two cores). Outputs under ``--out`` (default ``runs/demo``):
   learning to outline the holes, and the generator answering;
 - ``curves.png``: loss terms and the segmenter's hole-detection AUROC over steps, both arms;
 - ``metrics.md`` / ``metrics.json``: held-out L1 / PSNR / SSIM per hole-ratio bucket for the starting weights
-  and both arms, the segmentation-confusion monitor, and the detectability probe (a fresh segmenter trained on
-  each generator's composites, :func:`scatloss.evaluate.detectability`; lower = more seamless);
+  and both arms, the segmentation-confusion monitor, the SCAT arm's final segmenter scored on every generator's
+  held-out composites (:func:`scatloss.evaluate.segmentation_confusion`) and, with ``--probe-steps N``, the
+  detectability probe (a fresh segmenter trained on each generator's composites,
+  :func:`scatloss.evaluate.detectability`; lower = more seamless);
 - ``scat/`` and ``baseline/``: each arm's run folder (labelled ``samples/step_*.png``, ``train_log.jsonl``,
   ``metrics.*``, checkpoints).
 """
@@ -66,9 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate (default 2e-4, as pre-trained)")
     p.add_argument("--lr-d", type=float, default=4e-4, help="discriminator/segmenter learning rate (default 4e-4)")
     p.add_argument("--eval-images", type=int, default=32, help="held-out crops scored (default 32)")
-    p.add_argument("--probe-steps", type=int, default=150, help="detectability probe steps (0: skip; default 150)")
+    p.add_argument(
+        "--probe-steps",
+        type=int,
+        default=0,
+        help="also train a detectability probe per generator for this many steps (default 0: skip; it costs about "
+        "as much as the arms' training, and at 64x64 a few hundred steps stay at chance)",
+    )
     p.add_argument("--jobs", type=int, default=2, choices=(1, 2), help="arms in parallel (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of batches and masks (default 0)")
+    p.add_argument("--reuse", action="store_true", help="keep arms already trained with these settings (redraw only)")
     return p
 
 
@@ -115,11 +124,24 @@ def _steps_done(run_dir: Path) -> int:
         return 0
 
 
+def _finished(args: argparse.Namespace, folder: str, objective: str) -> bool:
+    """The arm's folder holds a finished run of exactly this arm's command (``--reuse``)."""
+    run_dir = ROOT / args.out / folder
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    wanted = {"objective": objective, "steps": args.steps, "lr_g": args.lr_g, "lr_d": args.lr_d, "seed": args.seed,
+              "init_from": str(args.weights)}  # fmt: skip
+    return metrics.get("step") == args.steps and all(config.get(k) == v for k, v in wanted.items())
+
+
 def train_arms(args: argparse.Namespace) -> dict[str, float]:
     """Run the arms (``--jobs`` at a time) and return each one's wall time in seconds."""
-    out = Path(args.out)
+    out = ROOT / args.out
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pending = list(ARMS)
+    pending = [arm for arm in ARMS if not (args.reuse and _finished(args, arm[0], arm[1]))]
     running: dict[str, tuple[subprocess.Popen[bytes], float, Any]] = {}
     times: dict[str, float] = {}
     last_print = 0.0
@@ -152,7 +174,7 @@ def train_arms(args: argparse.Namespace) -> dict[str, float]:
 def _arm_config(args: argparse.Namespace, folder: str) -> Any:
     from examples.aotgan.train import TrainConfig
 
-    saved = json.loads((Path(args.out) / folder / "config.json").read_text(encoding="utf-8"))
+    saved = json.loads((ROOT / args.out / folder / "config.json").read_text(encoding="utf-8"))
     return TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
 
 
@@ -191,7 +213,7 @@ def render(args: argparse.Namespace) -> dict[str, Path]:
     from scatloss import functional as SF
     from scatloss.masks import BUCKETS, free_form_mask
 
-    out = Path(args.out)
+    out = ROOT / args.out
     cfg = _arm_config(args, "scat")
     _, heldout = build_datasets(cfg)
     n = min(6, len(heldout))
@@ -263,29 +285,39 @@ def _confusion_table(reports: dict[str, dict[str, Any]]) -> str:
 def summarise(args: argparse.Namespace, times: dict[str, float], started: float) -> dict[str, Any]:
     """Evaluate the starting weights, run the probes, plot the curves, write ``metrics.md`` / ``metrics.json``."""
     from examples.aotgan.figures import plot_curves, read_log
+    from examples.aotgan.monitor import p_generated
     from examples.aotgan.train import FILL, build_datasets
-    from scatloss.evaluate import detectability, evaluate
+    from scatloss.evaluate import detectability, evaluate, segmentation_confusion
 
-    out = Path(args.out)
+    out = ROOT / args.out
     cfg = _arm_config(args, "scat")
     train, heldout = build_datasets(cfg)
     logs = {label: read_log(out / folder / "train_log.jsonl") for folder, _, label in ARMS}
     plot_curves(logs, out / "curves.png", title=f"Both arms from the same baseline weights ({args.steps} steps)")
 
     reports: dict[str, dict[str, Any]] = {}
-    G0, _, _ = _networks(_arm_config(args, "baseline"), None, Path(args.weights))
+    G0, _, _ = _networks(_arm_config(args, "baseline"), None, ROOT / args.weights)
     start = evaluate(G0, heldout, seed=cfg.seed, fill=FILL).to_dict()
     reports["start (shipped weights)"] = start
     for folder, _, _ in ARMS:
         reports[folder] = json.loads((out / folder / "metrics.json").read_text(encoding="utf-8"))
 
+    generators = {"start (shipped weights)": G0}
+    for folder, _, _ in ARMS:
+        cfg_arm = _arm_config(args, folder)
+        generators[folder] = _networks(cfg_arm, sorted((out / folder / "checkpoints").glob("step_*.pt"))[-1])[0]
+    # the SCAT arm's own segmenter (its final D's per-pixel head), scored on every generator's held-out composites
+    _, D_scat, loss_scat = _networks(cfg, sorted((out / "scat" / "checkpoints").glob("step_*.pt"))[-1])
+    cross = {
+        name: segmentation_confusion(
+            lambda x: p_generated(D_scat, loss_scat, x), G, heldout, seed=cfg.seed, fill=FILL,
+            output="prob_generated",
+        ).to_dict()
+        for name, G in generators.items()
+    }  # fmt: skip
     probes: dict[str, dict[str, Any]] = {}
     if args.probe_steps:
         probe_train = torch.stack([train[i] for i in range(min(256, len(train)))])
-        generators = {"start (shipped weights)": G0}
-        for folder, _, _ in ARMS:
-            cfg_arm = _arm_config(args, folder)
-            generators[folder] = _networks(cfg_arm, sorted((out / folder / "checkpoints").glob("step_*.pt"))[-1])[0]
         for name, G in generators.items():
             probes[name] = detectability(
                 G, probe_train, heldout, steps=args.probe_steps, seed=cfg.seed, fill=FILL
@@ -301,11 +333,12 @@ def summarise(args: argparse.Namespace, times: dict[str, float], started: float)
                                "last5_mean": sum(tail) / len(tail)}  # fmt: skip
     result = {
         "steps": args.steps,
-        "weights": os.path.relpath(args.weights, ROOT),
+        "weights": args.weights,
         "commands": {folder: " ".join(arm_command(args, folder, obj)[1:]) for folder, obj, _ in ARMS},
         "train_seconds": {k: round(v, 1) for k, v in times.items()},
         "heldout": reports,
         "monitor_auroc": monitor,
+        "scat_segmenter": cross,
         "probe": probes,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -334,6 +367,15 @@ def summarise(args: argparse.Namespace, times: dict[str, float], started: float)
           for a, m in monitor.items()],
         "",
     ]  # fmt: skip
+    md += [
+        "## Segmentation confusion: the SCAT arm's final segmenter on every generator's fills",
+        "",
+        "Held-out composites (the same crops and masks for every generator), scored by the per-pixel head of the "
+        "SCAT arm's final discriminator: how well the segmenter SCAT trained finds each generator's holes.",
+        "",
+        _confusion_table(cross).replace("| Probe |", "| Segmenter |"),
+        "",
+    ]
     if probes:
         md += [
             "## Detectability of the fills (probe)",
@@ -356,8 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("demo: --steps and --sample-every must be positive")
     if not Path(args.weights).is_file():
         raise SystemExit(f"demo: starting weights {args.weights!r} not found")
-    args.weights_flags = weights_settings(args.weights)
-    torch.set_num_threads(2 if args.jobs == 2 else 1)
+    for name in ("weights", "out"):  # the arms run in the repository root: paths relative to it (or absolute)
+        path = Path(getattr(args, name)).resolve()
+        setattr(args, name, str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
+    args.weights_flags = weights_settings(ROOT / args.weights)
+    torch.set_num_threads(1)  # small convolutions: a second thread gains little and loses much on a busy machine
     started = time.perf_counter()
     print(f"demo: {len(ARMS)} arms x {args.steps} steps from {args.weights}, {args.jobs} at a time -> {args.out}/")
     times = train_arms(args)
@@ -365,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = summarise(args, times, started)
     paths = render(args)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    print((Path(args.out) / "metrics.md").read_text(encoding="utf-8"))
+    print((ROOT / args.out / "metrics.md").read_text(encoding="utf-8"))
     print(f"demo: {result['wall_seconds']:.0f} s; pictures: " + ", ".join(str(p) for p in paths.values())
           + f", {Path(args.out) / 'curves.png'}")  # fmt: skip
     return 0
