@@ -672,3 +672,34 @@ def test_steps_keep_every_tensor_on_the_inputs_device(mode: str, negatives: str 
     assert all(v.device.type == "meta" for v in (*terms.values(), *d_terms.values()))
     assert prediction.grad is not None and prediction.grad.device.type == "meta"
     assert all(m.device.type == "cpu" for m in sampler.calls) and len(sampler.calls) == (negatives != "batch")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# input checks against the networks
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class ParameterFreeD(nn.Module):
+    """A discriminator without parameters (its dtype cannot be checked): a fixed global and pixel score."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean(dim=(1, 2, 3)).unsqueeze(1), x.mean(dim=1, keepdim=True)
+
+
+def test_image_dtype_is_checked_against_the_segmenter_too() -> None:
+    """The segmenter is checked after the discriminator, also when the discriminator has no parameters."""
+    prediction, image, hole = make_batch()
+    S = nn.Conv2d(3, 1, 3, padding=1)  # float32, the inputs float64
+    for D in (make_d(), ParameterFreeD()):
+        crit = SCATCriterion(D, segmenter=S, pixel_output=None)
+        with pytest.raises(TypeError, match=r"^image: expected dtype torch.float32 like the segmenter's parameters"):
+            crit.discriminator_step(prediction, image, hole)
+    with pytest.raises(TypeError, match=r"^image: expected dtype torch.float32 like the discriminator's parameters"):
+        SCATCriterion(make_d().float()).generator_step(prediction, image, hole)
+
+
+def test_swapped_prediction_and_image_are_refused_in_the_generator_step() -> None:
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(make_d())
+    with pytest.raises(ValueError, match=r"^prediction, image: expected the generator's output .* look swapped"):
+        crit.generator_step(prediction, image.clone().requires_grad_(True), hole)
