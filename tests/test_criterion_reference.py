@@ -703,3 +703,15 @@ def test_swapped_prediction_and_image_are_refused_in_the_generator_step() -> Non
     crit = SCATCriterion(make_d())
     with pytest.raises(ValueError, match=r"^prediction, image: expected the generator's output .* look swapped"):
         crit.generator_step(prediction, image.clone().requires_grad_(True), hole)
+
+
+@pytest.mark.parametrize("step", ["generator", "discriminator"])
+def test_a_bad_image_is_named_as_the_image(step: str) -> None:
+    """A 3-D image, or an empty batch, is reported as a problem of ``image`` (not of ``prediction``)."""
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(make_d())
+    run = getattr(crit, f"{step}_step")
+    with pytest.raises(ValueError, match=r"^image: expected a 4-D"):
+        run(prediction, image[0], hole)
+    with pytest.raises(ValueError, match=r"^image: expected a non-empty batch \(B >= 1\)"):
+        run(prediction[:0], image[:0], hole[:0])
