@@ -703,6 +703,9 @@ def test_swapped_prediction_and_image_are_refused_in_the_generator_step() -> Non
     crit = SCATCriterion(make_d())
     with pytest.raises(ValueError, match=r"^prediction, image: expected the generator's output .* look swapped"):
         crit.generator_step(prediction, image.clone().requires_grad_(True), hole)
+    # both with gradient (e.g. an image produced by a differentiable augmentation): not a swap
+    terms = crit.generator_step(prediction.clone().requires_grad_(True), image.clone().requires_grad_(True), hole)
+    assert torch.isfinite(terms["total"])
 
 
 @pytest.mark.parametrize("step", ["generator", "discriminator"])
