@@ -107,6 +107,7 @@ def test_a_monitored_run_logs_the_confusion_and_trains_bit_identically(tmp_path:
     assert all({"s_auroc", "s_ap", "s_iou"} <= set(r) for r in on)
     assert all(not any(k.startswith("s_") for k in r) for r in off)
     assert all(0.0 <= r["s_auroc"] <= 1.0 for r in on)
+    assert (tmp_path / "on" / "curves.png").read_bytes()[:4] == b"\x89PNG"  # terms and AUROC over steps
     strip = [{k: v for k, v in r.items() if not k.startswith("s_") and k != "time_s"} for r in on]
     assert strip == [{k: v for k, v in r.items() if k != "time_s"} for r in off]  # same losses at every step
 

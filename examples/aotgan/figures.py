@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CURVE_PANELS", "GRID_ROWS", "label_grid", "plot_curves", "read_log", "tile"]
+__all__ = ["CURVE_PANELS", "GRID_ROWS", "label_grid", "plot_curves", "read_log", "save_run_curves", "tile"]
 
 GRID_ROWS: tuple[str, ...] = ("input", "output", "ground truth", "P(generated)")
 """Row captions of the trainer's ``samples/step_*.png``: corrupted input (holes white), composite output, ground
@@ -153,3 +153,16 @@ def plot_curves(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def save_run_curves(run_dir: str | os.PathLike[str], label: str) -> Path | None:
+    """``<run_dir>/curves.png`` from its ``train_log.jsonl``; None (nothing written) without matplotlib or a log."""
+    import importlib.util
+
+    log = Path(run_dir) / "train_log.jsonl"
+    if importlib.util.find_spec("matplotlib") is None or not log.exists():
+        return None
+    records = read_log(log)
+    if not records:
+        return None
+    return plot_curves({label: records}, Path(run_dir) / "curves.png", title=f"{Path(run_dir).name}: {label}")

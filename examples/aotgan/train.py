@@ -72,6 +72,7 @@ from examples.aotgan.checkpoint import (  # noqa: E402
     set_rng_state,
     verify_checkpoint,
 )
+from examples.aotgan.figures import save_run_curves  # noqa: E402
 from examples.aotgan.losses import SoftMaskPatchGANLoss, smgan_blur_for_size  # noqa: E402
 from examples.aotgan.monitor import confusion_terms, init_from  # noqa: E402
 from examples.aotgan.networks import AOTGenerator, PatchDiscriminator  # noqa: E402
@@ -1024,6 +1025,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             trainer._bar.close()  # the error is a line of its own
         if log is not None:
             log.close()
+    if main:  # loss terms and the monitor's AUROC over steps (needs matplotlib; skipped without it)
+        save_run_curves(trainer.run_dir, cfg.objective)
     result = trainer.evaluate() if main else {}
     if trainer.dist.world_size > 1:
         dist.barrier()
