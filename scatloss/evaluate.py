@@ -5,9 +5,19 @@ seeded free-form masks in each hole-ratio bucket (0-20 %, 20-40 %, 40-60 % by de
 composite (prediction in the holes, ground truth elsewhere) and scores it against the ground truth.
 :func:`image_metrics` is the per-image scoring step on its own, for masks of your choice.
 
-torchmetrics is an optional extra (``pip install 'scatloss[examples]'``); it is imported only when a
-function here is called. FID is computed only from Inception weights that exist on disk (nothing is
-ever downloaded); without them the report says ``fid_status = "unavailable: <reason>"``.
+Segmentation confusion (how well a segmenter finds the generated pixels of a composite, the game SCAT plays):
+:func:`hole_detection_metrics` scores a ``P(generated)`` map against the holes (AUROC, average precision, IoU at
+a threshold), :func:`segmentation_confusion` runs a segmenter on a generator's composites per hole-ratio bucket,
+and :func:`detectability` trains a fresh probe segmenter on a finished generator's composites and scores it on
+held-out ones (lower = more seamless fills). AUROC and AP are computed here from ranks in plain torch
+(:func:`binary_auroc`, :func:`binary_average_precision`: tied scores count half / form one threshold, exactly as
+torchmetrics' ``binary_auroc`` / ``binary_average_precision`` with ``thresholds=None``, which the tests check), so
+these functions need neither torchmetrics nor scikit-learn and never return NaN.
+
+torchmetrics is an optional extra (``pip install 'scatloss[examples]'``) used by :func:`evaluate` and
+:func:`image_metrics`; it is imported only when one of them is called. FID is computed only from Inception
+weights that exist on disk (nothing is ever downloaded); without them the report says
+``fid_status = "unavailable: <reason>"``.
 
 Example:
     >>> import torch
