@@ -23,7 +23,7 @@ Run from the repository root::
 
     python benchmarks/ablation.py --quick                  # smoke run, seconds (tiny nets, 1 seed, 2 steps)
     python benchmarks/ablation.py --config small --jobs 2  # CPU: 32x32, small nets, 5 seeds, ~20 min on 2 cores
-    python benchmarks/ablation.py --config cpu --jobs 2    # CPU: 32x32, 500 steps, 6 paired seeds, ~1 h
+    python benchmarks/ablation.py --config cpu --objectives baseline full  # 6 paired seeds + probe, ~45 min
     python benchmarks/ablation.py --config gpu             # GPU: 256x256, paper-like widths, 3 seeds
     python benchmarks/ablation.py --config gpu --data /path/to/celeba --steps 50000   # closer to the paper
 
@@ -165,10 +165,10 @@ PRESETS: dict[str, Preset] = {
         description="CPU: 32x32 crops, G 16 ch x 2 AOT blocks, D 16 ch depth 4, batch 8", threads=1,
     ),
     "cpu": Preset(
-        size=32, batch_size=8, steps=500, g_channels=16, g_blocks=2, d_channels=16, d_depth=4,
+        size=32, batch_size=8, steps=300, g_channels=16, g_blocks=2, d_channels=16, d_depth=4,
         eval_images=64, seeds=(0, 1, 2, 3, 4, 5), log_every=10, grid_images=6,
-        description="CPU, about an hour on 2 busy cores: 32x32 crops, G 16 ch x 2 AOT blocks, D 16 ch depth 4, "
-        "batch 8, 6 paired seeds", threads=1, probe_steps=200,
+        description="CPU: 32x32 crops, G 16 ch x 2 AOT blocks, D 16 ch depth 4, batch 8, 6 paired seeds, "
+        "detectability probe 200 steps", threads=1, probe_steps=200,
     ),
     "gpu": Preset(
         size=256, batch_size=8, steps=20000, g_channels=64, g_blocks=8, d_channels=64, d_depth=5,
