@@ -718,3 +718,27 @@ def test_a_bad_image_is_named_as_the_image(step: str) -> None:
         run(prediction, image[0], hole)
     with pytest.raises(ValueError, match=r"^image: expected a non-empty batch \(B >= 1\)"):
         run(prediction[:0], image[:0], hole[:0])
+
+
+def test_boundary_heuristics_name_the_argument_the_convention_and_the_switch() -> None:
+    """Image range and mask convention errors say what, whose convention and how to switch the check off."""
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(make_d())
+    zero_one = (image + 1) / 2
+    with pytest.raises(
+        ValueError,
+        match=r"^image: expected images in \[-1, 1\] \(SCATCriterion's convention\), got values in .* "
+        r"pass check_inputs=False if",
+    ):
+        crit.generator_step(prediction, zero_one, hole)
+    comp = hole * prediction + (1 - hole) * image
+    with pytest.raises(
+        ValueError,
+        match=r"^hole: expected a hole mask \(1 = missing pixel, scatloss's convention\).* or check_inputs=False to",
+    ):
+        crit.discriminator_step(comp, image, 1 - hole)  # a valid mask (1 = known) where a hole mask belongs
+    assert torch.isfinite(SCATCriterion(make_d(), image_range=None).generator_step(prediction, zero_one, hole)["total"])
+    unit = SCATCriterion(make_d(), image_range=(0.0, 1.0))
+    assert torch.isfinite(unit.generator_step((prediction + 1) / 2, zero_one, hole)["total"])
+    with pytest.raises(ValueError, match=r"^image: expected images in \[0, 1\] \(SCATCriterion's convention\)"):
+        unit.generator_step(prediction, image, hole)
