@@ -737,6 +737,13 @@ def test_boundary_heuristics_name_the_argument_the_convention_and_the_switch() -
         match=r"^hole: expected a hole mask \(1 = missing pixel, scatloss's convention\).* or check_inputs=False to",
     ):
         crit.discriminator_step(comp, image, 1 - hole)  # a valid mask (1 = known) where a hole mask belongs
+    mostly_holes = 1 - rect_masks(3, H, W)
+    with pytest.raises(
+        ValueError,
+        match=r"^hole: expected a hole mask \(1 = missing pixel\) with a mean hole ratio of at most 0.6, .* or "
+        r"check_inputs=False if",
+    ):
+        crit.generator_step(prediction, image, mostly_holes)
     assert torch.isfinite(SCATCriterion(make_d(), image_range=None).generator_step(prediction, zero_one, hole)["total"])
     unit = SCATCriterion(make_d(), image_range=(0.0, 1.0))
     assert torch.isfinite(unit.generator_step((prediction + 1) / 2, zero_one, hole)["total"])
