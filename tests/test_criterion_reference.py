@@ -749,3 +749,55 @@ def test_boundary_heuristics_name_the_argument_the_convention_and_the_switch() -
     assert torch.isfinite(unit.generator_step((prediction + 1) / 2, zero_one, hole)["total"])
     with pytest.raises(ValueError, match=r"^image: expected images in \[0, 1\] \(SCATCriterion's convention\)"):
         unit.generator_step(prediction, image, hole)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# configuration errors
+# ------------------------------------------------------------------------------------------------------------------
+
+BAD_OPTIONS = {
+    "check_inputs": ({"check_inputs": 1}, TypeError, r"check_inputs: expected a bool, got int 1"),
+    "image_range-length": ({"image_range": (0.0,)}, TypeError, r"image_range: expected a \(low, high\) pair"),
+    "image_range-type": ({"image_range": 3.0}, TypeError, r"image_range: expected a \(low, high\) pair"),
+    "image_range[0]": ({"image_range": ("a", 1.0)}, TypeError, r"image_range\[0\]: expected a finite number"),
+    "image_range[1]": ({"image_range": (0.0, float("nan"))}, ValueError, r"image_range\[1\]: expected a finite number"),
+    "image_range-order": (
+        {"image_range": (1.0, 1.0)},
+        ValueError,
+        r"image_range: expected low < high, got \(1.0, 1.0\)",
+    ),
+    "segmenter": ({"segmenter": "S"}, TypeError, r"segmenter: expected a torch.nn.Module or None"),
+    "textural_layers": ({"textural_layers": "act1"}, TypeError, r"textural_layers: expected a sequence of layer names"),
+    "semantic_pool": (
+        {"semantic_pool": "max"},
+        ValueError,
+        r"semantic_pool: expected one of 'relu_sum', 'mean', 'flatten'",
+    ),
+    "negatives-0": ({"negatives": 0}, ValueError, r"negatives: expected 'batch' or an int M >= 1, got 0"),
+    "negatives-bool": ({"negatives": True}, ValueError, r"negatives: expected 'batch' or an int M >= 1, got True"),
+    "negatives_from": ({"negatives_from": "world"}, ValueError, r"negatives_from: expected one of 'local', 'global'"),
+    "chunk_size": ({"chunk_size": 0}, ValueError, r"chunk_size: expected an int >= 1, got 0"),
+    "fill": ({"fill": float("inf")}, ValueError, r"fill: expected a finite float, got inf"),
+    "objective": ({"objective": "x"}, TypeError, r"objective: expected an InpaintingObjective"),
+    "mode": ({"mode": "slow"}, ValueError, r"mode: expected one of 'fast', 'naive', got 'slow'"),
+    "terms-unknown": ({"terms": ("adv", "gan")}, ValueError, r"terms: expected a subset of .* got unknown \['gan'\]"),
+    "terms-missing": ({"terms": ("text",)}, ValueError, r"terms: \['text'\] requested but the criterion is not"),
+    "layer": ({"textural_layers": ("nope",)}, ValueError, r"SCATCriterion: the discriminator lacks a layer"),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), list(BAD_OPTIONS.values()), ids=list(BAD_OPTIONS))
+def test_bad_options_raise_naming_the_option(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match="^" + match):
+        SCATCriterion(make_d(), **kwargs)
+
+
+def test_boundary_options_are_accepted() -> None:
+    crit = SCATCriterion(
+        make_d(), semantic_layer="conv2", negatives=1, chunk_size=1, image_range=[0, 1], mask_sampler=RecordingSampler()
+    )
+    assert (crit.negatives, crit.chunk_size, crit.image_range) == (1, 1, (0.0, 1.0))
+    assert SCATCriterion(make_d(), image_range=(-2, 3)).image_range == (-2.0, 3.0)
+    assert SCATCriterion(make_d(), terms=("adv", "scat")).terms == ("adv", "scat", "rec")
+    with pytest.raises(TypeError, match=r"^discriminator: expected a torch.nn.Module"):
+        SCATCriterion("D")  # type: ignore[arg-type]
