@@ -801,3 +801,24 @@ def test_boundary_options_are_accepted() -> None:
     assert SCATCriterion(make_d(), terms=("adv", "scat")).terms == ("adv", "scat", "rec")
     with pytest.raises(TypeError, match=r"^discriminator: expected a torch.nn.Module"):
         SCATCriterion("D")  # type: ignore[arg-type]
+
+
+def test_documented_defaults() -> None:
+    """The defaults the docstring promises (the release's choices), and the default sampler's seed 0."""
+    crit = SCATCriterion(make_d())
+    assert (crit.global_output, crit.pixel_output, crit.semantic_pool) == (0, 1, "relu_sum")
+    assert (crit.negatives, crit.negatives_from, crit.process_group, crit.mask_sampler) == (
+        "batch",
+        "local",
+        None,
+        None,
+    )
+    assert (crit.seed, crit.chunk_size, crit.fill, crit.mode) == (0, 8, 1.0, "fast")
+    assert (crit.freeze_discriminator, crit.check_inputs, crit.image_range) == (True, True, (-1.0, 1.0))
+    assert crit.textural_layers == () and crit.semantic_layer is None and crit.segmenter is None
+    assert crit.terms == ("adv", "scat", "rec")
+    from scatloss.masks import MaskGenerator
+
+    D = make_d()
+    unseeded = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2)
+    _semantic_only(unseeded, D, 3, H, W, MaskGenerator(H, W, seed=0).sample(6))
