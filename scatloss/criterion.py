@@ -142,8 +142,10 @@ class SCATCriterion(nn.Module):
             and restored before returning), which skips their weight-gradient work in the backward pass.
             Turn off if you need those gradients, or with a ``DistributedDataParallel``-wrapped
             discriminator.
-        mode: ``"fast"`` (default) or ``"naive"``: the release's computation (every pass with autograd, no
-            early exit, all negatives at once), for checking and benchmarking.
+        mode: ``"fast"`` (default) or ``"naive"``: the release's computation (five passes with autograd: the
+            composite twice, for the adversarial terms and for the features, then the ground truth, the corrupted
+            input and all negatives at once; no early exit), for checking and benchmarking. In train mode each pass
+            advances spectral norm, as in the release.
         check_inputs: run the boundary checks of each step (default on; ``False`` switches them off). Cheap ones,
             without synchronisation: the image's dtype and device against the discriminator's parameters (outside
             autocast), prediction and image swapped (``generator_step`` given an ``image`` that requires grad and a
@@ -540,7 +542,11 @@ class SCATCriterion(nn.Module):
         anchor_feats: dict[str, torch.Tensor] = {}
         with self._frozen():
             if need_d:
-                if need_feats and self._tap_full is not None:
+                if need_feats and self._tap_full is not None and self.mode == "naive":
+                    # The release: one pass for the adversarial terms, another for the anchor features.
+                    output = self.discriminator(comp)
+                    _, anchor_feats = self._tap_full(comp)
+                elif need_feats and self._tap_full is not None:
                     output, anchor_feats = self._tap_full(comp)
                 else:
                     output = self.discriminator(comp)

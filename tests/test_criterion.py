@@ -342,10 +342,11 @@ def test_naive_step_runs_every_pass_in_full_with_autograd() -> None:
     with record_calls(D) as calls:
         crit.generator_step(*make_batch(b, h, w))
     roots = [c for c in calls if c.name == "D"]
-    assert [(c.grad, c.batch) for c in roots] == [(True, b), (True, b), (True, b), (True, b * b)]
+    # As the release: the composite twice (adversarial terms, then features), x, x~, the B*B negatives.
+    assert [(c.grad, c.batch) for c in roots] == [(True, b), (True, b), (True, b), (True, b), (True, b * b)]
     assert not any(c.frozen for c in roots)
     decoder = [c for c in calls if c.name != "D"]
-    assert len(decoder) == 4 * 4 and all(c.grad for c in decoder)  # 3 decoder stages + pixel head, 4 passes
+    assert len(decoder) == 5 * 4 and all(c.grad for c in decoder)  # 3 decoder stages + pixel head, 5 passes
 
 
 def test_separate_segmenter_runs_once_with_autograd() -> None:
