@@ -817,6 +817,7 @@ def test_documented_defaults() -> None:
     assert (crit.freeze_discriminator, crit.check_inputs, crit.image_range) == (True, True, (-1.0, 1.0))
     assert crit.textural_layers == () and crit.semantic_layer is None and crit.segmenter is None
     assert crit.terms == ("adv", "scat", "rec")
+    assert SCATCriterion(make_d(), segmenter=nn.Conv2d(3, 1, 1)).pixel_output is None  # "then ignored"
     from scatloss.masks import MaskGenerator
 
     D = make_d()
