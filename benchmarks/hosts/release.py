@@ -16,6 +16,15 @@
    one warm-up, variants interleaved; peak tensor memory from the profiler, measured once per variant):
    ``release`` (its loss module), ``drop-in`` (``scatloss.adapters.release``), ``plain adversarial`` (G + L1 +
    the global and SCAT terms through the drop-in, no contrastive terms) and ``plain`` (G + L1 only).
+3. ``--train`` (needs the release's imports: tensorboard; torchvision is stubbed if missing): the checkout's own
+   ``Trainer(args).train()`` with the one-line retrofit (``from scatloss.adapters import release as
+   loss_module`` in ``src/trainer/trainer.py``), ``--steps`` steps at ``--batch`` (under 5 works), single process
+   and DDP with ``--ranks`` gloo processes (``DDP(device_ids=...)`` drops the ids, the CUDA-event timer becomes a
+   CPU clock, the data loader yields scikit-image photos): every term finite, D's gradient at ``optimD.step()``
+   equals the gradient of the D step's losses, G, the head and D move, and under DDP every parameter is identical
+   on every rank.
+
+``--levers``: the drop-in's generator step with candidate speed levers (chunk size, ``channels_last``).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _host  # noqa: E402
@@ -227,6 +237,126 @@ def levers(model: Any, loss: Any, opts: argparse.Namespace) -> None:
         _host.say(f"  {k:18s} {med:7.2f} s  {med / base:5.2f}x  ({', '.join(f'{t:.2f}' for t in v)})")
 
 
+class _Loader:
+    """What the release's trainer reads from its data loader: ``len()`` and, under DDP, ``sampler.set_epoch``."""
+
+    sampler = SimpleNamespace(set_epoch=lambda epoch: None)
+
+    def __len__(self) -> int:
+        return 10**6
+
+
+def train(rank: int, world: int, opts: argparse.Namespace, checkout: str) -> None:
+    """The checkout's own ``Trainer(args).train()``, retrofitted by one line, for ``opts.steps`` steps."""
+    failures: list[str] = []
+
+    def check(ok: bool, what: str) -> None:
+        if rank == 0:
+            _host.say(("PASS " if ok else "FAIL ") + what)
+        if not ok:
+            failures.append(what)
+
+    _host.cuda_shims()
+    _host.stub_modules(
+        {
+            "torchvision.utils": {"make_grid": lambda x, *a, **k: x},
+            "torchvision.transforms": {},
+            "torchvision.transforms.functional": {},
+        }
+    )
+    sys.path.insert(0, str(Path(checkout) / "src"))
+    host = importlib.import_module("trainer.trainer")
+    if host.loss_module is not drop_in:
+        raise SystemExit("the checkout is not retrofitted: trainer.py does not import scatloss.adapters.release")
+    if world > 1:
+        real_ddp = host.DDP
+        host.DDP = lambda module, **kw: real_ddp(module)  # gloo on CPU: no device_ids
+
+    from trainer import common  # the release's CUDA-event timer
+
+    if not torch.cuda.is_available():
+        common.timer = host.timer = _CPUTimer
+    batches = iter(
+        [(_host.photos(opts.batch, SIZE, low=-1.0, seed=10 * rank + i), _host.masks(opts.batch, SIZE, seed=i), ["x"])
+         for i in range(opts.steps)]
+    )  # fmt: skip
+    host.create_loader = lambda args: (_Loader(), batches)
+    args = _args(opts.block_num)
+    args.__dict__.update(
+        rec_loss={"L1": 10.0}, adv_weight=1.0, text_weight=10.0, sem_weight=1.0, lrg=1e-4, lrd=1e-4, beta1=0.0,
+        beta2=0.99, iterations=opts.steps, batch_size=opts.batch, world_size=world, distributed=world > 1,
+        local_rank=rank, global_rank=rank, model="model", netD="Unet", resume=False, tensorboard=False,
+        print_every=1, save_every=10**9, save_dir="/nonexistent",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer = _quiet(host.Trainer, args)
+    inner = lambda m: m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m  # noqa: E731
+    netG, netD, mlp = inner(trainer.netG), inner(trainer.netD), inner(trainer.contrastive_loss.mlp)
+    groups = {"G": list(netG.parameters()), "head (optimG)": list(mlp.parameters()), "D": list(netD.parameters())}
+    before = {k: [p.detach().clone() for p in v] for k, v in groups.items()}
+    log: list[dict[str, float]] = []
+    want: list[torch.Tensor] = []
+    d_params = [p for p in netD.parameters() if p.requires_grad]
+    d_fn, c_fn = trainer.dualadv_loss.D, trainer.contrastive_loss
+
+    def record_d(*a: Any) -> Any:
+        g, s = d_fn(*a)
+        want[:] = [x.detach().clone() for x in torch.autograd.grad(g + s, d_params, retain_graph=True)]
+        log.append({"d_global": float(g.detach()), "d_scat": float(s.detach())})
+        return g, s
+
+    def record_c(*a: Any) -> Any:
+        t, m = c_fn(*a)
+        log[-1].update(text=float(t.detach()), sem=float(m.detach()))
+        return t, m
+
+    trainer.dualadv_loss.D, trainer.contrastive_loss = record_d, record_c
+    step_d, grads_ok = trainer.optimD.step, []
+
+    def checked_step(*a: Any, **k: Any) -> Any:
+        expected = [w.clone() for w in want]
+        if world > 1:
+            import torch.distributed as dist
+
+            for w in expected:
+                dist.all_reduce(w)
+                w /= world
+        grads_ok.append(
+            all(torch.allclose(p.grad, w, rtol=1e-4, atol=1e-7) for p, w in zip(d_params, expected, strict=True))
+        )
+        return step_d(*a, **k)
+
+    trainer.optimD.step = checked_step
+    _quiet(trainer.train)
+    for i, entry in enumerate(log):
+        finite = all(v == v and abs(v) != float("inf") for v in entry.values())
+        check(finite, f"step {i + 1}: finite: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()))
+    check(len(grads_ok) == opts.steps and all(grads_ok), "D's update = the gradient of the D step's losses")
+    for name, params in groups.items():
+        moved = any(not torch.equal(a, p) for a, p in zip(before[name], params, strict=True))
+        check(moved, f"parameter group moved: {name}")
+    if world > 1:
+        same = _host.identical_on_all_ranks([p for g in groups.values() for p in g])
+        check(same, f"DDP: every parameter identical on all {world} ranks after {opts.steps} steps")
+    if failures:
+        raise SystemExit(1)
+
+
+class _CPUTimer:
+    def __init__(self) -> None:
+        self.acc, self.t0 = 0.0, time.perf_counter()
+
+    def tic(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def hold(self) -> None:
+        self.acc += time.perf_counter() - self.t0
+
+    def release(self) -> float:
+        value, self.acc = self.acc, 0.0
+        return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", required=True)
@@ -238,7 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exact-only", action="store_true")
     parser.add_argument("--cost-only", action="store_true")
     parser.add_argument("--levers", action="store_true", help="only: time candidate levers of the drop-in")
+    parser.add_argument("--train", action="store_true", help="only: the checkout's retrofitted Trainer, a few steps")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--ranks", type=int, default=2)
     opts = parser.parse_args(argv)
+    if opts.train:
+        checkout = str(Path(opts.checkout).resolve())
+        torch.set_num_threads(1)
+        _host.say(f"== the checkout's Trainer, single process, batch {opts.batch}, {opts.steps} steps")
+        train(0, 1, opts, checkout)
+        if opts.ranks > 1:
+            _host.say(f"== the checkout's Trainer, DDP, {opts.ranks} processes (gloo)")
+            _host.spawn(train, opts.ranks, opts, checkout)
+        return 0
     model, loss = _import(Path(opts.checkout).resolve())
     ok = True
     if opts.levers:
