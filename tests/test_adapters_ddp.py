@@ -384,3 +384,24 @@ def test_ddp_bad_input_names_what_arrived(ddp_results: dict) -> None:
         assert "AOTDiscriminator" in errors["plain_in_ddp"]
         assert "rank 0: (2, 1, 16, 16)" in errors["mask_shapes"]
         assert "rank 1: (1, 1, 16, 16)" in errors["mask_shapes"]
+
+
+@TIMEOUT
+def test_global_negatives_refuse_ranks_that_disagree_on_the_world_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in all_gather in one process: rank 1 reports a world size of 3 (e.g. another group)."""
+    from scatloss.criterion import SCATCriterion
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+
+    def all_gather(parts: list[torch.Tensor], tensor: torch.Tensor, group: Any = None) -> None:
+        for i, part in enumerate(parts):
+            part.copy_(tensor)
+            if i == 1:
+                part[0] = 3
+
+    monkeypatch.setattr(dist, "all_gather", all_gather)
+    crit = SCATCriterion(nn.Conv2d(3, 1, 1), global_output=None, negatives_from="global")
+    with pytest.raises(ValueError, match=r"world size of 2, got \[2, 3\]"):
+        crit._gather_holes(torch.zeros(2, 1, 4, 4))
