@@ -777,6 +777,8 @@ BAD_OPTIONS = {
     "negatives-bool": ({"negatives": True}, ValueError, r"negatives: expected 'batch' or an int M >= 1, got True"),
     "negatives_from": ({"negatives_from": "world"}, ValueError, r"negatives_from: expected one of 'local', 'global'"),
     "chunk_size": ({"chunk_size": 0}, ValueError, r"chunk_size: expected an int >= 1, got 0"),
+    "chunk_size-bool": ({"chunk_size": True}, ValueError, r"chunk_size: expected an int >= 1, got True"),
+    "chunk_size-float": ({"chunk_size": 2.0}, ValueError, r"chunk_size: expected an int >= 1, got 2.0"),
     "fill": ({"fill": float("inf")}, ValueError, r"fill: expected a finite float, got inf"),
     "objective": ({"objective": "x"}, TypeError, r"objective: expected an InpaintingObjective"),
     "mode": ({"mode": "slow"}, ValueError, r"mode: expected one of 'fast', 'naive', got 'slow'"),
@@ -818,6 +820,8 @@ def test_documented_defaults() -> None:
     assert crit.textural_layers == () and crit.semantic_layer is None and crit.segmenter is None
     assert crit.terms == ("adv", "scat", "rec")
     assert SCATCriterion(make_d(), segmenter=nn.Conv2d(3, 1, 1)).pixel_output is None  # "then ignored"
+    group = object()  # any process group object is kept for the all_gather of negatives_from="global"
+    assert SCATCriterion(make_d(), negatives_from="global", process_group=group).process_group is group
     from scatloss.masks import MaskGenerator
 
     D = make_d()
