@@ -827,3 +827,21 @@ def test_documented_defaults() -> None:
     D = make_d()
     unseeded = SCATCriterion(D, semantic_layer="conv2", terms=("sem",), negatives=2)
     _semantic_only(unseeded, D, 3, H, W, MaskGenerator(H, W, seed=0).sample(6))
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+def test_feature_passes_stop_after_the_deepest_requested_layer(mode: str) -> None:
+    """Fast mode: the autograd-free passes (ground truth, corrupted input, negatives) stop after the deepest tapped
+    layer: ``conv2`` and the pixel head run only in the composite's pass. Naive mode (the release) runs them all."""
+    D = make_d()
+    seen: dict[str, list[bool]] = {"conv1": [], "conv2": [], "pix": []}
+    for name, calls in seen.items():
+        getattr(D, name).register_forward_pre_hook(lambda m, a, calls=calls: calls.append(torch.is_grad_enabled()))
+    crit = SCATCriterion(D, textural_layers=("act1",), semantic_layer="act1", semantic_pool="mean", mode=mode)
+    crit.generator_step(*make_batch())
+    if mode == "fast":  # composite, x, x~, and the 3 * 3 - 3 negatives in one chunk of at most 8
+        assert seen["conv1"] == [True, False, False, False]
+        assert seen["conv2"] == [True] and seen["pix"] == [True]
+    else:
+        assert len(seen["conv1"]) >= 4 and all(seen["conv1"])
+        assert seen["conv2"] == seen["pix"] == seen["conv1"]
