@@ -395,45 +395,31 @@ def evaluate(
     pairs = _check_buckets("buckets", buckets)
     _check_positive_int("masks_per_image", masks_per_image)
     _check_positive_int("batch_size", batch_size)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
-        raise TypeError(f"fill: expected a float, got {describe(fill)}")
+    _check_seed_and_fill(seed, fill)
     run_device = _resolve_device(device, generator, images)
 
     fid_metrics, fid_status = _build_fid(fid_weights, len(pairs), run_device)
     sums = [_Sums() for _ in pairs]
     out_of_bucket = 0
-    n_images = 0
+    samples = _Composites(generator, images, pairs, masks_per_image, seed, fill, batch_size, run_device)
     modes = _enter_eval(generator)
     try:
         with torch.no_grad():
-            for batch in _batches(images, batch_size):
-                batch = batch.to(run_device)
-                n, _, h, w = batch.shape
-                for requested in pairs:
-                    for k in range(masks_per_image):
-                        hole = _fixed_masks(h, w, requested, seed, range(n_images, n_images + n), k).to(run_device)
-                        assigned = [bucket_of(r, pairs) for r in hole_ratio(hole).cpu()]
-                        prediction = generator(corrupt(batch, hole, float(fill)), hole)
-                        _check_prediction(prediction, batch)
-                        result = composite(prediction.to(batch.dtype), batch, hole)
-                        metrics = image_metrics(result, batch)
-                        for index in sorted(set(assigned)):
-                            if index < 0:
-                                out_of_bucket += assigned.count(index)
-                                continue
-                            rows = torch.tensor([a == index for a in assigned], device=result.device)
-                            sums[index].add(metrics, rows)
-                            if fid_metrics is not None:
-                                fid_status = _fid_update(fid_metrics[index], batch[rows], result[rows])
-                                if fid_status != _FID_OK:
-                                    fid_metrics = None
-                n_images += n
+            for batch, _, assigned, result in samples:
+                metrics = image_metrics(result, batch)
+                for index in sorted(set(assigned)):
+                    if index < 0:
+                        out_of_bucket += assigned.count(index)
+                        continue
+                    rows = torch.tensor([a == index for a in assigned], device=result.device)
+                    sums[index].add(metrics, rows)
+                    if fid_metrics is not None:
+                        fid_status = _fid_update(fid_metrics[index], batch[rows], result[rows])
+                        if fid_status != _FID_OK:
+                            fid_metrics = None
     finally:
         _restore_modes(modes)
-    if n_images == 0:
-        raise ValueError("images: expected at least one image, got none")
+    n_images = samples.n_images
 
     fids: list[float | None] = [None] * len(pairs)
     if fid_metrics is not None:
@@ -451,6 +437,56 @@ def evaluate(
         out_of_bucket=out_of_bucket,
         fid_status=fid_status,
     )
+
+
+def _check_seed_and_fill(seed: Any, fill: Any) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise TypeError(f"fill: expected a float, got {describe(fill)}")
+
+
+class _Composites:
+    """The samples :func:`evaluate` and :func:`segmentation_confusion` score, in one fixed order.
+
+    Iterating yields ``(batch, hole, assigned, composite)`` for every image batch, bucket and mask draw:
+    ``assigned`` is the bucket index of each row (-1 outside every bucket). Image ``i`` of the stream gets the
+    masks seeded by ``(seed, i, bucket, k)``, so both functions see the same masks for the same ``seed``.
+    After a full pass ``n_images`` is the number of images; a stream without images is a ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        generator: Any,
+        images: Any,
+        pairs: Sequence[tuple[float, float]],
+        masks_per_image: int,
+        seed: int,
+        fill: float,
+        batch_size: int,
+        device: torch.device,
+    ) -> None:
+        self.generator, self.images, self.pairs = generator, images, pairs
+        self.masks_per_image, self.seed, self.fill = masks_per_image, seed, float(fill)
+        self.batch_size, self.device = batch_size, device
+        self.n_images = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]]:
+        self.n_images = 0
+        for batch in _batches(self.images, self.batch_size):
+            batch = batch.to(self.device)
+            n, _, h, w = batch.shape
+            indices = range(self.n_images, self.n_images + n)
+            for requested in self.pairs:
+                for k in range(self.masks_per_image):
+                    hole = _fixed_masks(h, w, requested, self.seed, indices, k).to(self.device)
+                    assigned = [bucket_of(r, self.pairs) for r in hole_ratio(hole).cpu()]
+                    prediction = self.generator(corrupt(batch, hole, self.fill), hole)
+                    _check_prediction(prediction, batch)
+                    yield batch, hole, assigned, composite(prediction.to(batch.dtype), batch, hole)
+            self.n_images += n
+        if self.n_images == 0:
+            raise ValueError("images: expected at least one image, got none")
 
 
 class _Sums:
@@ -1077,44 +1113,31 @@ def segmentation_confusion(
     pairs = _check_buckets("buckets", buckets)
     _check_positive_int("masks_per_image", masks_per_image)
     _check_positive_int("batch_size", batch_size)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
-        raise TypeError(f"fill: expected a float, got {describe(fill)}")
+    _check_seed_and_fill(seed, fill)
     threshold = _check_threshold(threshold)
     check_choice("output", output, ("logit_real", "prob_generated"))
     run_device = _resolve_device(device, generator, images)
 
     pools = [_Pool() for _ in pairs]
     total = _Pool()
-    out_of_bucket = n_images = 0
+    out_of_bucket = 0
+    samples = _Composites(generator, images, pairs, masks_per_image, seed, fill, batch_size, run_device)
     modes = _enter_eval(generator) + _enter_eval(segmenter)
     try:
         with torch.no_grad():
-            for batch in _batches(images, batch_size):
-                batch = batch.to(run_device)
-                n, _, h, w = batch.shape
-                for requested in pairs:
-                    for k in range(masks_per_image):
-                        hole = _fixed_masks(h, w, requested, seed, range(n_images, n_images + n), k).to(run_device)
-                        assigned = [bucket_of(r, pairs) for r in hole_ratio(hole).cpu()]
-                        prediction = generator(corrupt(batch, hole, float(fill)), hole)
-                        _check_prediction(prediction, batch)
-                        result = composite(prediction.to(batch.dtype), batch, hole)
-                        p = segmenter_p_generated(segmenter, result, output=output)
-                        labels = hole > 0.5
-                        for index in sorted(set(assigned)):
-                            rows = torch.tensor([a == index for a in assigned], device=p.device)
-                            if index < 0:
-                                out_of_bucket += int(rows.sum())
-                                continue
-                            pools[index].add(p[rows], labels[rows])
-                            total.add(p[rows], labels[rows])
-                n_images += n
+            for _, hole, assigned, result in samples:
+                p = segmenter_p_generated(segmenter, result, output=output)
+                labels = hole > 0.5
+                for index in sorted(set(assigned)):
+                    rows = torch.tensor([a == index for a in assigned], device=p.device)
+                    if index < 0:
+                        out_of_bucket += int(rows.sum())
+                        continue
+                    pools[index].add(p[rows], labels[rows])
+                    total.add(p[rows], labels[rows])
     finally:
         _restore_modes(modes)
-    if n_images == 0:
-        raise ValueError("images: expected at least one image, got none")
+    n_images = samples.n_images
     overall_bounds = (min(lo for lo, _ in pairs), max(hi for _, hi in pairs))
     return ConfusionReport(
         buckets=tuple(pool.result(bucket_name(pair), pair, threshold) for pool, pair in zip(pools, pairs, strict=True)),
