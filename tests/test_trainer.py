@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from examples.aotgan.checkpoint import FORMAT, TrainerError, load_checkpoint, save_checkpoint
+from examples.aotgan.figures import label_grid
 from examples.aotgan.losses import (
     SoftMaskPatchGANLoss,
     gaussian_blur,
@@ -77,8 +78,14 @@ def test_each_objective_writes_grid_metrics_log_and_checkpoint(tmp_path: Path, o
 
     grids = sorted((tmp_path / "samples").glob("step_*.png"))
     assert [g.name for g in grids] == ["step_0000002.png"]
-    with Image.open(grids[0]) as grid:  # 4 rows (corrupted, output, truth, D's map) x 2 columns of 32+2 px
-        assert grid.size == (2 * 34, 4 * 34) and grid.mode == "RGB"
+    # 4 rows (corrupted, output, truth, D's map) x 2 columns of 32+2 px, with captions drawn by figures.label_grid
+    trainer = Trainer(_config(tmp_path / "captions", objective=objective, steps=2), data=True)
+    rows, columns, title = trainer.grid_captions()
+    assert len(rows) == 4 and len(columns) == 2 and all(c.endswith("% holes") for c in columns)
+    labelled = label_grid(np.zeros((4 * 34, 2 * 34, 3), np.uint8), rows, columns, title=title)
+    with Image.open(grids[0]) as grid:
+        assert grid.size == (labelled.shape[1], labelled.shape[0]) and grid.mode == "RGB"
+        assert grid.size[0] > 2 * 2 * 34 and grid.size[1] > 2 * 4 * 34  # enlarged, plus caption margins
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["objective"] == objective and metrics["step"] == 2

@@ -23,7 +23,7 @@ Every objective uses the same generator, data, masks, optimisers and loop; the l
 ``discriminator_step`` and ``generator_step``, and the scatloss retrofit is the block marked
 ``scatloss retrofit`` in :func:`build_models` (see ``examples/aotgan/README.md``).
 
-Outputs (``--out``, default ``runs/demo``): ``samples/step_*.png`` grids (rows: corrupted input, output
+Outputs (``--out``, default ``runs/demo``): ``samples/step_*.png`` labelled grids (rows: corrupted input, output
 composite, ground truth, the discriminator's map of what it believes was generated, white = generated),
 ``metrics.json`` / ``metrics.md`` (held-out L1, PSNR, SSIM per hole-ratio bucket via :mod:`scatloss.evaluate`),
 ``train_log.jsonl`` (loss terms per logged step), ``checkpoints/step_*.pt``, ``config.json``.
@@ -709,15 +709,33 @@ class Trainer:
 
     # ---- outputs ---------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def sample_grid(self) -> np.ndarray:
-        """``(4 * (S + 2), n * (S + 2), 3)`` uint8: corrupted, composite, ground truth, D's "generated" map."""
+    def _grid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out crops and fixed hole masks of every sample grid (one per column)."""
         n = min(self.cfg.grid_images, len(self.heldout_set))
         image = torch.stack([self.heldout_set[i] for i in range(n)]).to(self.device)
         s = image.shape[-1]
         hole = torch.stack(
             [free_form_mask(s, s, bucket=i % len(BUCKETS), seed=self.cfg.seed * 1000 + i) for i in range(n)]
         ).to(self.device)
+        return image, hole
+
+    def grid_captions(self) -> tuple[list[str], list[str], str]:
+        """``(row captions, column captions, title)`` that :meth:`save_grid` draws around :meth:`sample_grid`."""
+        from examples.aotgan.figures import GRID_ROWS
+
+        rows = list(GRID_ROWS)
+        if isinstance(self.loss, SoftMaskPatchGANLoss):
+            rows[-1] = "D's hole map"  # smgan's PatchGAN map regresses the blurred hole mask
+        _, hole = self._grid_batch()
+        columns = [f"{100 * float(h.float().mean()):.0f}% holes" for h in hole]
+        title = f"step {self.step}, objective {self.cfg.objective} (held-out crops; white = hole / generated)"
+        return rows, columns, title
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        """``(4 * (S + 2), n * (S + 2), 3)`` uint8: corrupted, composite, ground truth, D's "generated" map."""
+        image, hole = self._grid_batch()
+        n, s = image.shape[0], image.shape[-1]
         modes = [(m, m.training) for m in (*self.G.modules(), *self.D.modules())]
         self.G.eval()
         self.D.eval()  # eval mode: spectral norm does not advance its power iteration, so training is unaffected
@@ -741,7 +759,10 @@ class Trainer:
     def save_grid(self) -> Path:
         from PIL import Image
 
-        array = self.sample_grid()  # rows: figures.GRID_ROWS (figures.label_grid adds the captions)
+        from examples.aotgan.figures import label_grid
+
+        rows, columns, title = self.grid_captions()
+        array = label_grid(self.sample_grid(), rows, columns, title=title)
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"))
 
