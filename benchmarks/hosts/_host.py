@@ -25,6 +25,22 @@ def say(*parts: Any) -> None:
     print(*parts, flush=True)
 
 
+FAILURES: list[str] = []  # this process's failed checks
+
+
+def check(ok: bool, what: str) -> None:
+    """Print ``PASS what`` or ``FAIL what``; a failure is remembered for :func:`summary`."""
+    say(("PASS " if ok else "FAIL ") + what)
+    if not ok:
+        FAILURES.append(what)
+
+
+def summary() -> int:
+    """Print the verdict of this process's checks; the exit status (1 if any failed)."""
+    say("\n" + ("all checks passed" if not FAILURES else f"{len(FAILURES)} check(s) failed"))
+    return 1 if FAILURES else 0
+
+
 def cuda_shims() -> list[str]:
     """Make ``.cuda()`` and ``torch.load(map_location='cuda')`` work without CUDA; returns what was patched."""
     if torch.cuda.is_available():

@@ -44,13 +44,7 @@ import _host  # noqa: E402
 
 from scatloss.adapters.aotgan import SCATDiscriminator, SCATGANLoss  # noqa: E402
 
-FAILURES: list[str] = []
-
-
-def check(ok: bool, what: str) -> None:
-    _host.say(("PASS " if ok else "FAIL ") + what)
-    if not ok:
-        FAILURES.append(what)
+check = _host.check
 
 
 def _import_host(checkout: Path) -> Any:
@@ -247,13 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     if not opts.skip_ddp and opts.ranks > 1:
         _host.say(f"\n== DDP, {opts.ranks} processes (gloo)")
         _host.spawn(_ddp_entry, opts.ranks, opts, checkout)
-    _host.say("\n" + ("all checks passed" if not FAILURES else f"{len(FAILURES)} check(s) failed"))
-    return 1 if FAILURES else 0
+    return _host.summary()
 
 
 def _ddp_entry(rank: int, world: int, opts: argparse.Namespace, checkout: str) -> None:
     run(rank, world, opts, checkout)
-    if FAILURES:
+    if _host.FAILURES:
         raise SystemExit(1)
 
 

@@ -37,13 +37,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _host  # noqa: E402
 
-FAILURES: list[str] = []
-
-
-def check(ok: bool, what: str) -> None:
-    _host.say(("PASS " if ok else "FAIL ") + what)
-    if not ok:
-        FAILURES.append(what)
+check = _host.check
 
 
 class _Nothing(nn.Module):
@@ -248,13 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         opts.ranks = ranks
         _host.say(f"\n== Lightning DDP strategy, {ranks} processes (gloo)")
         _host.spawn(_ddp_entry, ranks, opts, checkout)
-    _host.say("\n" + ("all checks passed" if not FAILURES else f"{len(FAILURES)} check(s) failed"))
-    return 1 if FAILURES else 0
+    return _host.summary()
 
 
 def _ddp_entry(rank: int, world: int, opts: argparse.Namespace, checkout: str) -> None:
     run(rank, world, opts, checkout)
-    if FAILURES:
+    if _host.FAILURES:
         raise SystemExit(1)
 
 
