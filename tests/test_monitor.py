@@ -24,13 +24,9 @@ from examples.aotgan.monitor import (
 from examples.aotgan.networks import AOTGenerator
 from examples.aotgan.train import TrainConfig, Trainer, build_models, run
 from scatloss.nets import UNetDiscriminator
+from tests._trainer_settings import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY: dict[str, Any] = {
-    "size": 32, "batch_size": 4, "g_channels": 4, "g_blocks": 1, "d_channels": 4, "d_depth": 3,
-    "train_length": 8, "eval_images": 2, "grid_images": 2, "log_every": 1, "sample_every": 0, "ckpt_every": 0,
-    "progress": False,
-}  # fmt: skip
 
 
 def _config(out: Path, **overrides: Any) -> TrainConfig:

@@ -30,17 +30,9 @@ from examples.aotgan.losses import (
 )
 from examples.aotgan.networks import PatchDiscriminator
 from examples.aotgan.train import OBJECTIVES, TrainConfig, Trainer, main, run
+from tests._trainer_settings import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY: dict[str, Any] = {
-    "size": 32, "batch_size": 4, "g_channels": 4, "g_blocks": 1, "d_channels": 4, "d_depth": 3,
-    "train_length": 8, "eval_images": 2, "grid_images": 2, "log_every": 1, "sample_every": 0, "ckpt_every": 0,
-    "progress": False,
-}  # fmt: skip
-TINY_ARGS = [
-    "--size", "32", "--batch-size", "4", "--g-channels", "4", "--g-blocks", "1", "--d-channels", "4",
-    "--d-depth", "3", "--train-length", "8", "--eval-images", "2", "--grid-images", "2", "--no-progress",
-]  # fmt: skip
 
 
 def _config(out: Path, **overrides: Any) -> TrainConfig:

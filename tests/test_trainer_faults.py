@@ -37,18 +37,11 @@ from examples.aotgan.data import ImageFolder
 from examples.aotgan.train import TrainConfig, Trainer, main, run
 from scatloss.criterion import SCATCriterion
 from scatloss.masks import MaskGenerator
+from tests._trainer_settings import TINY
+from tests._trainer_settings import TINY_ARGS as _BASE_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY: dict[str, Any] = {
-    "size": 32, "batch_size": 4, "g_channels": 4, "g_blocks": 1, "d_channels": 4, "d_depth": 3,
-    "train_length": 8, "eval_images": 2, "grid_images": 2, "log_every": 1, "sample_every": 0, "ckpt_every": 0,
-    "progress": False,
-}  # fmt: skip
-TINY_ARGS = [
-    "--size", "32", "--batch-size", "4", "--g-channels", "4", "--g-blocks", "1", "--d-channels", "4",
-    "--d-depth", "3", "--train-length", "8", "--eval-images", "2", "--grid-images", "2", "--no-progress",
-    "--log-every", "1", "--sample-every", "0",
-]  # fmt: skip
+TINY_ARGS = [*_BASE_ARGS, "--log-every", "1", "--sample-every", "0"]
 STATE_KEYS = ("generator", "discriminator", "loss", "optim_g", "optim_d", "rng", "step", "epoch", "batch_in_epoch")
 
 
