@@ -18,6 +18,7 @@ defect that the fast-vs-naive comparison cannot see (see ``benchmarks/mutation/R
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -845,3 +846,44 @@ def test_feature_passes_stop_after_the_deepest_requested_layer(mode: str) -> Non
     else:
         assert len(seen["conv1"]) >= 4 and all(seen["conv1"])
         assert seen["conv2"] == seen["pix"] == seen["conv1"]
+
+
+def test_inputs_on_different_devices_are_named() -> None:
+    prediction, image, hole = make_batch()
+    crit = SCATCriterion(make_d())
+    for step in (crit.generator_step, crit.discriminator_step):
+        for moved in ("prediction", "image", "hole"):
+            args = {"prediction": prediction, "image": image, "hole": hole}
+            args[moved] = args[moved].to("meta")
+            where = ", ".join(f"{k} on {'meta' if k == moved else 'cpu'}" for k in args)
+            with pytest.raises(ValueError, match=rf"^device mismatch: expected all inputs on one device, got {where}$"):
+                step(**args)
+
+
+def test_dtype_is_checked_on_a_device_without_autocast() -> None:
+    """``meta`` has no autocast: the dtype check still applies there (only autocast lifts it)."""
+    with torch.device("meta"):
+        D = TinyD().to(F64)
+    prediction, image, hole = (t.to("meta", torch.float32) for t in make_batch())
+    with pytest.raises(TypeError, match=r"^image: expected dtype torch.float64 like the discriminator's parameters"):
+        SCATCriterion(D).discriminator_step(prediction, image, hole)
+
+
+def test_a_single_tensor_is_not_both_heads_in_the_discriminator_step() -> None:
+    """With a global head configured, a single-tensor output cannot also be the pixel map: on either pass."""
+
+    class Alternating(nn.Module):
+        def __init__(self, single_on: int) -> None:
+            super().__init__()
+            self.conv, self.single_on, self.calls = nn.Conv2d(3, 1, 1).to(F64), single_on, 0
+
+        def forward(self, x: torch.Tensor) -> Any:
+            p = self.conv(x)
+            single = self.calls == self.single_on
+            self.calls += 1
+            return p if single else (p.mean(dim=(2, 3)), p)
+
+    for single_on in (0, 1):
+        crit = SCATCriterion(Alternating(single_on))
+        with pytest.raises(ValueError, match=r"^pixel_output: expected a discriminator output with several heads"):
+            crit.discriminator_step(*make_batch())
