@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(sys.argv[1]).resolve()
-if ROOT == pathlib.Path(__file__).resolve().parents[2] or (ROOT / ".git").exists():
+if pathlib.Path(__file__).resolve().parents[2] == ROOT or (ROOT / ".git").exists():
     sys.exit(f"{ROOT} looks like a checkout: pass a scratch copy (git archive HEAD | tar -x -C DIR)")
 PY = sys.executable
 env = dict(os.environ, TRITON_INTERPRET="1", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
