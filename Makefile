@@ -12,7 +12,7 @@ export PYTHONHASHSEED ?= 0
 .PHONY: help venv test lint demo bench clean mutate
 
 help:
-	@echo "make demo   - SCAT vs baseline from the shipped baseline weights, side by side (writes runs/demo/)"
+	@echo "make demo   - SCAT vs baseline from the shipped weights, side by side (writes runs/demo/)"
 	@echo "make test   - ruff + the whole test suite"
 	@echo "make bench  - CPU benchmarks (writes benchmarks/RESULTS.md)"
 	@echo "make mutate - mutation testing with mutmut (hours; MUTANTS='scatloss.criterion*' for one module)"

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from examples.aotgan import demo
-from examples.aotgan.monitor import export_weights
+from examples.aotgan.monitor import export_weights, load_weights
 from examples.aotgan.train import TrainConfig, run
 
 
@@ -32,12 +33,14 @@ def test_demo_runs_both_arms_and_writes_labelled_pictures_and_metrics(tiny_weigh
     argv = ["--weights", str(tiny_weights), "--out", str(out), "--steps", "2", "--sample-every", "1",
             "--probe-steps", "1", "--eval-images", "2"]  # fmt: skip
     assert demo.main(argv) == 0
-    for name in ("compare.png", "segmenter.png", "curves.png"):
+    for name in ("compare.png", "segmenter.png", "segmenter_train.png", "curves.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 100, name
-    with Image.open(out / "segmenter.png") as image:
-        # rows: holes + one per saved step (1 and 2); 32 px tiles + 2 px padding, enlarged 2x, plus captions
-        assert image.size[1] > 3 * 34 * 2
+    for name in ("segmenter.png", "segmenter_train.png"):
+        with Image.open(out / name) as image:
+            # rows: ground truth, holes, the start, one per saved step (1 and 2); 32 px tiles + 2 px padding,
+            # enlarged 2x, plus captions
+            assert image.size[1] > 5 * 34 * 2, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["heldout"]) == {"start (shipped weights)", "scat", "baseline"}
     assert set(metrics["probe"]) == {"start (shipped weights)", "scat", "baseline"}
@@ -52,6 +55,35 @@ def test_demo_runs_both_arms_and_writes_labelled_pictures_and_metrics(tiny_weigh
     text = (out / "metrics.md").read_text()
     for needle in ("Held-out reconstruction", "training monitor", "Detectability", "SSIM", "AUROC"):
         assert needle in text
+
+
+class _Logits(torch.nn.Module):
+    """A stand-in discriminator whose per-pixel head returns the image's first channel as its logits."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean((1, 2, 3)), x[:, :1]
+
+
+def test_segmenter_score_maps_the_hinge_margin_to_black_and_white() -> None:
+    # per-pixel logit S of "real": >= 1 real beyond the margin (black), <= -1 generated (white), 0 undecided (grey)
+    logits = torch.tensor([-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0]).view(1, 1, 1, 7)
+    score = demo.segmenter_score(_Logits(), logits)
+    assert score.shape == (1, 1, 1, 7)
+    assert score.flatten().tolist() == [1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+
+
+def test_shipped_warmup_keeps_the_baseline_generator_and_changes_only_the_discriminator() -> None:
+    # the demo's default start: the baseline generator bit for bit, a different (warmed-up) discriminator
+    assert demo.WEIGHTS.parent.name == "warmup"
+    warm = load_weights(demo.WEIGHTS)  # checks weights.pt.sha256
+    base = load_weights(demo.WEIGHTS.parents[1] / "baseline" / "weights.pt")
+    assert warm["generator"].keys() == base["generator"].keys()
+    assert all(torch.equal(warm["generator"][k], base["generator"][k]) for k in base["generator"])
+    assert warm["discriminator"].keys() == base["discriminator"].keys()
+    changed = [k for k in base["discriminator"] if not torch.equal(warm["discriminator"][k], base["discriminator"][k])]
+    assert any(k.startswith("pixel_head") for k in changed)
+    assert all(warm["config"][k] == base["config"][k] for k in demo.ARCH_FLAGS)
+    assert warm["config"]["objective"] == "scat" and warm["config"]["lr_g"] == 0.0
 
 
 def test_demo_refuses_missing_or_foreign_weights(tmp_path: Path) -> None:

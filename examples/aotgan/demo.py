@@ -5,9 +5,12 @@ Run from the repository root::
     python -m examples.aotgan.demo                       # about 4-5 min on 2 idle CPU cores, writes runs/demo/
     python -m examples.aotgan.demo --steps 600 --jobs 1  # longer, one arm after the other
 
-Both arms start from the same weights, ``examples/aotgan/baseline/weights.pt`` (a small AOT-style generator
-and its U-Net discriminator trained by this trainer with the baseline objective; the command, log and metrics
-are in ``examples/aotgan/baseline/``), with the same seed, batches and masks; they differ only by the loss:
+Both arms start from the same weights, ``examples/aotgan/warmup/weights.pt``: the small AOT-style generator
+trained by this trainer with the baseline objective (``examples/aotgan/baseline/``), unchanged, and its U-Net
+discriminator after a further segmenter warm-up against that frozen generator (SCAT's segmenter loss and the
+global adversarial loss, ``--lr-g 0``; command and log in ``examples/aotgan/warmup/``), so the segmenter already
+finds many of the holes when the generator starts to answer. Same seed, batches and masks; the arms differ only
+by the loss:
 
 - ``scat``: ``--objective full`` (global adversarial + SCAT + textural + semantic contrastive + L1, Eq. 8);
 - ``baseline``: ``--objective baseline`` (global adversarial + L1; the per-pixel head gets no loss).
@@ -15,10 +18,10 @@ are in ``examples/aotgan/baseline/``), with the same seed, batches and masks; th
 Each arm is one run of :mod:`examples.aotgan.train` (``--init-from``), in its own process (``--jobs 2``: side
 by side on two cores). Outputs under ``--out`` (default ``runs/demo``):
 
-- ``compare.png``: held-out crops: input, both arms' outputs, ground truth, and the SCAT arm's segmenter map
-  ``P(generated)`` (white = generated);
-- ``segmenter.png``: the SCAT arm's ``P(generated)`` on the same crops at every saved step: the segmenter
-  learning to outline the holes, and the generator answering;
+- ``compare.png``: held-out crops: input, both arms' outputs, ground truth, and the SCAT arm's final segmenter
+  map (:func:`segmenter_score`, white = generated);
+- ``segmenter.png`` / ``segmenter_train.png``: the segmenter's map on held-out / training crops at the start
+  and at every saved step of the SCAT arm: where it finds the holes, and the generator answering;
 - ``curves.png``: loss terms and the segmenter's hole-detection AUROC over steps, both arms;
 - ``metrics.md`` / ``metrics.json``: held-out L1 / PSNR / SSIM per hole-ratio bucket for the starting weights
   and both arms, the segmentation-confusion monitor, the SCAT arm's final segmenter scored on every generator's
@@ -51,7 +54,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = Path(__file__).resolve().parent / "baseline" / "weights.pt"
+WEIGHTS = Path(__file__).resolve().parent / "warmup" / "weights.pt"
 ARMS: tuple[tuple[str, str, str], ...] = (
     ("scat", "full", "SCAT (full objective)"),
     ("baseline", "baseline", "baseline (adv + L1)"),
@@ -62,7 +65,10 @@ ARMS: tuple[tuple[str, str, str], ...] = (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.aotgan.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--weights", default=str(WEIGHTS), help="starting weights (default: the shipped baseline)")
+    p.add_argument(
+        "--weights", default=str(WEIGHTS),
+        help="starting weights (default: the shipped baseline generator with the warmed-up segmenter)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=240, help="training steps per arm (default 240)")
     p.add_argument("--sample-every", type=int, default=40, help="steps between saved grids/checkpoints (default 40)")
     p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate (default 2e-4, as pre-trained)")
@@ -194,6 +200,23 @@ def _networks(cfg: Any, checkpoint: Path | None, weights: Path | None = None) ->
     return G.eval(), D.eval(), loss.eval()
 
 
+def segmenter_score(D: Any, comp: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` in ``[0, 1]``: the per-pixel head's "generated" score on its hinge scale, for pictures.
+
+    The head is trained with SCAT's hinge loss (Eq. 1 in hinge form), which pushes the logit ``S`` of real
+    pixels to ``>= 1`` and of hole pixels to ``<= -1``; this maps ``-S`` from ``[-1, 1]`` to ``[0, 1]`` (black:
+    confidently real, white: confidently generated, grey: inside the margin). ``sigmoid(-S)``, the probability
+    the metrics threshold, is the same ranking but squeezes the margin into 0.27-0.73 and reads as flat grey.
+    """
+    return ((1.0 - D(comp)[1].float()) / 2.0).clamp(0.0, 1.0)
+
+
+def _train_crops(train: Any, n: int) -> torch.Tensor:
+    """``n`` training crops spread over the training set (deterministic: the crops are planned from the seed)."""
+    stride = max(1, len(train) // n)
+    return torch.stack([train[i * stride] for i in range(n)])
+
+
 def _u8(x: torch.Tensor) -> np.ndarray:
     """``(n, C, S, S)`` in ``[-1, 1]`` -> ``(n, S, S, 3)`` uint8."""
     x = x.detach().float().clamp(-1, 1)
@@ -208,14 +231,13 @@ def render(args: argparse.Namespace) -> dict[str, Path]:
     from PIL import Image
 
     from examples.aotgan.figures import label_grid, tile
-    from examples.aotgan.monitor import p_generated
     from examples.aotgan.train import FILL, build_datasets
     from scatloss import functional as SF
     from scatloss.masks import BUCKETS, free_form_mask
 
     out = ROOT / args.out
     cfg = _arm_config(args, "scat")
-    _, heldout = build_datasets(cfg)
+    train, heldout = build_datasets(cfg)
     n = min(6, len(heldout))
     image = torch.stack([heldout[i] for i in range(n)])
     s = image.shape[-1]
@@ -233,32 +255,37 @@ def render(args: argparse.Namespace) -> dict[str, Path]:
         comp = SF.composite(G(corrupted, hole).float(), image, hole)
         rows.append(_u8(comp))
         labels.append(f"output, {folder}")
-        maps[folder] = p_generated(D, loss, comp)
+        maps[folder] = segmenter_score(D, comp)
     rows.append(_u8(image))
     labels.append("ground truth")
     rows.append(_u8(maps["scat"] * 2 - 1))
-    labels.append("P(generated), SCAT")
+    labels.append("segmenter, SCAT")
     compare = label_grid(
         tile(rows), labels, columns,
-        title=f"Held-out crops after {args.steps} more steps from the same baseline weights (white = generated)",
+        title=f"Held-out crops after {args.steps} more steps from the same starting weights (white = generated)",
     )  # fmt: skip
     paths = {"compare": out / "compare.png"}
     Image.fromarray(compare).save(paths["compare"])
 
-    # the segmenter over the run: P(generated) of the SCAT arm at every saved step, on the same crops
+    # the segmenter over the run, from the starting weights to every saved step of the SCAT arm, on the held-out
+    # crops above and on training crops (the photos the segmenter learns from), with the same masks
     cfg_scat = _arm_config(args, "scat")
-    rows, labels = [_u8(hole * 2 - 1)], ["holes"]
+    steps: list[tuple[str, Any, Any]] = [("start", *_networks(cfg_scat, None, ROOT / args.weights)[:2])]
     for checkpoint in sorted((out / "scat" / "checkpoints").glob("step_*.pt")):
-        G, D, loss = _networks(cfg_scat, checkpoint)
-        comp = SF.composite(G(corrupted, hole).float(), image, hole)
-        rows.append(_u8(p_generated(D, loss, comp) * 2 - 1))
-        labels.append(f"step {int(checkpoint.stem.split('_')[1])}")
-    segmenter = label_grid(
-        tile(rows), labels, columns,
-        title="SCAT arm: the segmenter's P(generated) over the run (white = generated)",
-    )  # fmt: skip
-    paths["segmenter"] = out / "segmenter.png"
-    Image.fromarray(segmenter).save(paths["segmenter"])
+        steps.append((f"step {int(checkpoint.stem.split('_')[1])}", *_networks(cfg_scat, checkpoint)[:2]))
+    crops = {"segmenter": ("held-out crops", image), "segmenter_train": ("training crops", _train_crops(train, n))}
+    for name, (what, pictures) in crops.items():
+        corrupted = SF.corrupt(pictures, hole, fill=FILL)
+        rows, labels = [_u8(pictures), _u8(hole * 2 - 1)], ["ground truth", "holes"]
+        for label, G, D in steps:
+            rows.append(_u8(segmenter_score(D, SF.composite(G(corrupted, hole).float(), pictures, hole)) * 2 - 1))
+            labels.append(label)
+        grid = label_grid(
+            tile(rows), labels, columns,
+            title=f"SCAT arm, {what}: the segmenter's score on each step's fills (white = generated)",
+        )  # fmt: skip
+        paths[name] = out / f"{name}.png"
+        Image.fromarray(grid).save(paths[name])
     return paths
 
 
@@ -293,7 +320,7 @@ def summarise(args: argparse.Namespace, times: dict[str, float], started: float)
     cfg = _arm_config(args, "scat")
     train, heldout = build_datasets(cfg)
     logs = {label: read_log(out / folder / "train_log.jsonl") for folder, _, label in ARMS}
-    plot_curves(logs, out / "curves.png", title=f"Both arms from the same baseline weights ({args.steps} steps)")
+    plot_curves(logs, out / "curves.png", title=f"Both arms from the same starting weights ({args.steps} steps)")
 
     reports: dict[str, dict[str, Any]] = {}
     G0, _, _ = _networks(_arm_config(args, "baseline"), None, ROOT / args.weights)
@@ -347,7 +374,7 @@ def summarise(args: argparse.Namespace, times: dict[str, float], started: float)
     md = [
         f"# Demo: SCAT vs baseline, {args.steps} steps each from the same weights",
         "",
-        f"Both arms start from `{result['weights']}` (baseline objective, see `examples/aotgan/baseline/`), same "
+        f"Both arms start from `{result['weights']}` (see the README next to it), same "
         f"seed, batches and masks. Wall time {result['wall_seconds']:.0f} s (training: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in result["train_seconds"].items())
         + ").",
@@ -359,7 +386,8 @@ def summarise(args: argparse.Namespace, times: dict[str, float], started: float)
         "## Segmentation confusion, training monitor",
         "",
         "AUROC of the discriminator's per-pixel head for the holes of each logged training batch (1 = finds "
-        "every hole, 0.5 = fooled). The baseline arm's head gets no loss: its value only shows an untrained head.",
+        "every hole, 0.5 = fooled). The baseline arm's per-pixel head gets no loss in this run: its value shows "
+        "the starting head while the generator and the layers it shares with the global head change.",
         "",
         "| Arm | first logged | peak (step) | mean of the last 5 |",
         "|:--|--:|--:|--:|",
