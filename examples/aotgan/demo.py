@@ -227,7 +227,8 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def render(args: argparse.Namespace) -> dict[str, Path]:
-    """``compare.png`` and ``segmenter.png`` from the arms' checkpoints."""
+    """``compare.png``, ``segmenter.png`` and ``segmenter_train.png`` from the starting weights and the arms'
+    checkpoints."""
     from PIL import Image
 
     from examples.aotgan.figures import label_grid, tile
