@@ -89,7 +89,7 @@ before an asynchronous ``KeyboardInterrupt`` could never be released)."""
 
 
 class _Call:
-    """State of one tap call: captured features, their version counters, hooks, swapped-out buffers.
+    """State of one tap call: captured features, their version counters, hooks, swapped-out buffers, grad mode.
 
     Everything :meth:`finish` undoes is recorded *before* it is done (hook functions before they are registered,
     original buffers before they are swapped, the module claim before it is taken), and :meth:`finish` is
@@ -102,6 +102,7 @@ class _Call:
         self.early_exit = early_exit
         self.active = True
         self.thread = 0 if _is_compiling() else threading.get_ident()
+        self.grad_mode = torch.is_grad_enabled()  # restored by finish(): an interrupted no_grad() exit leaks it
         self.features: dict[str, Any] = {}
         self.versions: dict[str, list[tuple[torch.Tensor, int]]] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -187,6 +188,8 @@ class _Call:
             self.originals = []
         if _RUNNING.get(self.key) is self.claim:
             _RUNNING.pop(self.key, None)
+        if torch.is_grad_enabled() != self.grad_mode:
+            torch.set_grad_enabled(self.grad_mode)
 
     def check(self) -> dict[str, Any]:
         missing = [name for name in self.tap.layers if name not in self.features]

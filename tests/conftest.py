@@ -40,3 +40,14 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_left_on():
+    """No test (nor the code under test) may leave autograd switched off for the tests after it: that once made
+    two unrelated tests of the same worker fail with "element 0 of tensors does not require grad". The mode is
+    put back, and the test that left it off errors."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left grad mode switched off (torch.is_grad_enabled() is False after it)")

@@ -54,6 +54,7 @@ def _assert_clean(module: nn.Module, before: dict[str, torch.Tensor], values: di
         assert buf is before[name], f"buffer {name} was not put back"
         assert torch.equal(buf, values[name]), f"buffer {name} was advanced"
     assert id(module) not in taps._RUNNING, "the module claim outlived the call"
+    assert torch.is_grad_enabled(), "grad mode was left switched off"
 
 
 class _Interrupter:
@@ -103,8 +104,7 @@ def test_an_interrupt_at_any_opcode_leaves_no_hook_and_restores_buffers(interrup
     for _ in range(150):
         first = rng.randrange(1, total + 1)
         at = {first} if interrupts == 1 else {first, first + rng.randrange(1, 60)}
-        with torch.no_grad():
-            interrupted, _ = _traced_call(tap, x, at)
+        interrupted, _ = _traced_call(tap, x, at)  # with grad mode on: a leaked no_grad() would show
         hits += interrupted
         _assert_clean(net, before, values)
     assert hits > 100  # the sweep did interrupt calls (a few land after the call returned)
@@ -147,8 +147,7 @@ def test_a_signal_handler_raising_at_random_moments_leaves_no_hook() -> None:
             try:
                 armed[0] = True
                 signal.setitimer(signal.ITIMER_REAL, max(1e-6, rng.uniform(0.0, 1.2 * per_call)))
-                with torch.no_grad():
-                    tap.features(x)
+                tap.features(x)  # with grad mode on: a leaked no_grad() would show
                 while armed[0]:  # the signal lands while armed: in the call, or here just after it
                     pass
             except KeyboardInterrupt:
