@@ -114,7 +114,8 @@ def free_port() -> int:
 
 
 def spawn(fn: Callable[..., None], world: int, *args: Any) -> None:
-    """Run ``fn(rank, world, *args)`` in ``world`` processes with a gloo group, as torchrun would."""
+    """Run ``fn(rank, world, *args)`` in ``world`` processes with a gloo group, as torchrun would; a process whose
+    :func:`check` calls failed exits with status 1 (``mp.spawn`` then raises)."""
     import torch.multiprocessing as mp
 
     port = free_port()
@@ -134,6 +135,8 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tupl
         fn(rank, world, *args)
     finally:
         dist.destroy_process_group()
+    if FAILURES:
+        raise SystemExit(1)
 
 
 def identical_on_all_ranks(tensors: list[torch.Tensor]) -> bool:

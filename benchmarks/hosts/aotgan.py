@@ -240,14 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     run(0, 1, opts, checkout)
     if not opts.skip_ddp and opts.ranks > 1:
         _host.say(f"\n== DDP, {opts.ranks} processes (gloo)")
-        _host.spawn(_ddp_entry, opts.ranks, opts, checkout)
+        _host.spawn(run, opts.ranks, opts, checkout)
     return _host.summary()
-
-
-def _ddp_entry(rank: int, world: int, opts: argparse.Namespace, checkout: str) -> None:
-    run(rank, world, opts, checkout)
-    if _host.FAILURES:
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -241,14 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if not opts.skip_ddp and ranks > 1:
         opts.ranks = ranks
         _host.say(f"\n== Lightning DDP strategy, {ranks} processes (gloo)")
-        _host.spawn(_ddp_entry, ranks, opts, checkout)
+        _host.spawn(run, ranks, opts, checkout)
     return _host.summary()
-
-
-def _ddp_entry(rank: int, world: int, opts: argparse.Namespace, checkout: str) -> None:
-    run(rank, world, opts, checkout)
-    if _host.FAILURES:
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":
