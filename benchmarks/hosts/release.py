@@ -139,7 +139,8 @@ def exactness(model: Any, loss: Any, opts: argparse.Namespace) -> bool:
     return ok
 
 
-def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
+def _float32_setup(model: Any, opts: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """The timed runs' common start: threads, seed, the release's networks, a float32 batch and its G input."""
     torch.set_num_threads(opts.threads)
     torch.manual_seed(0)
     args = _args(opts.block_num)
@@ -147,6 +148,11 @@ def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
     netD = _quiet(model.UnetDiscriminator, args)
     images, masks = _data(opts.batch, torch.float32)
     masked = images * (1 - masks) + masks
+    return args, netG, netD, images, masks, masked
+
+
+def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
+    args, netG, netD, images, masks, masked = _float32_setup(model, opts)
     rel_c, rel_adv = loss.Contrastive(args, netD, False), loss.dualadv(args)
     ours_c, ours_adv = drop_in.Contrastive(args, netD, False), drop_in.dualadv(args)
     ours_c.mlp = copy.deepcopy(rel_c.mlp)
@@ -199,13 +205,7 @@ def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
 
 def levers(model: Any, loss: Any, opts: argparse.Namespace) -> None:
     """The drop-in's generator step with candidate speed levers, each against the default, interleaved."""
-    torch.set_num_threads(opts.threads)
-    torch.manual_seed(0)
-    args = _args(opts.block_num)
-    netG = _quiet(model.InpaintGenerator, args)
-    netD = _quiet(model.UnetDiscriminator, args)
-    images, masks = _data(opts.batch, torch.float32)
-    masked = images * (1 - masks) + masks
+    args, netG, netD, images, masks, masked = _float32_setup(model, opts)
     adv = drop_in.dualadv(args)
     configs = {"default (chunk 8)": {}, "chunk 32": {"chunk_size": 32}, "channels_last": {"channels_last": True}}
     losses = {k: drop_in.Contrastive(args, netD, False, chunk_size=c.get("chunk_size", 8)) for k, c in configs.items()}
