@@ -624,6 +624,140 @@ def test_global_negatives_use_every_ranks_masks_with_this_ranks_own_at_its_offse
     torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
 
 
+class FakeWorld:
+    """``torch.distributed`` as rank ``rank`` of ``len(holes)`` sees it, in one process: ``all_gather`` fills every
+    other rank's slot with that rank's scripted tensor (its world size and mask shape first, then its masks), and
+    records each call with the group it was given. No collective runs: the real one is in tests/test_distributed.py;
+    this one lets the mutation run (one process) reach every line of ``SCATCriterion._gather_holes``."""
+
+    def __init__(self, rank: int, holes: list[torch.Tensor], worlds: list[int] | None = None) -> None:
+        self.rank, self.holes = rank, holes
+        self.worlds = worlds if worlds is not None else [len(holes)] * len(holes)
+        self.calls: list[tuple[str, Any]] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch, initialized: bool = True) -> None:
+        import torch.distributed as dist
+
+        monkeypatch.setattr(dist, "is_available", lambda: True)
+        monkeypatch.setattr(dist, "is_initialized", lambda: initialized)
+        monkeypatch.setattr(dist, "get_world_size", self.get_world_size)
+        monkeypatch.setattr(dist, "get_rank", self.get_rank)
+        monkeypatch.setattr(dist, "all_gather", self.all_gather)
+
+    def get_world_size(self, group: Any = None) -> int:
+        self.calls.append(("get_world_size", group))
+        return self.worlds[self.rank]
+
+    def get_rank(self, group: Any = None) -> int:
+        self.calls.append(("get_rank", group))
+        return self.rank
+
+    def all_gather(self, parts: list[torch.Tensor], tensor: torch.Tensor, group: Any = None) -> None:
+        first = not any(name == "all_gather" for name, _ in self.calls)
+        self.calls.append(("all_gather", group))
+        assert len(parts) == len(self.holes), "one slot per rank"
+        for i, part in enumerate(parts):
+            if i == self.rank:
+                want = tensor
+            elif first:  # the metadata exchange: (world size, *mask shape)
+                want = torch.tensor([self.worlds[i], *self.holes[i].shape], dtype=torch.int64)
+            else:
+                want = self.holes[i].to(tensor.dtype)
+            assert part.shape == want.shape and part.dtype == tensor.dtype, "slots shaped like the local tensor"
+            part.copy_(want)
+
+
+GROUP = object()  # a process group stand-in: every call must name the criterion's group, not the default one
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float16, torch.bool])
+@pytest.mark.parametrize(("rank", "world"), [(0, 2), (1, 2), (2, 3)])
+def test_gather_holes_concatenates_every_ranks_masks_in_rank_order(
+    rank: int, world: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holes = [rect_masks(2, H, W, offset=3 * r).to(dtype) for r in range(world)]
+    fake = FakeWorld(rank, holes)
+    fake.install(monkeypatch)
+    crit = SCATCriterion(make_d(), terms=("sem",), semantic_layer="conv2", negatives_from="global", process_group=GROUP)
+    masks, offset = crit._gather_holes(holes[rank])
+    assert masks.dtype == dtype and masks.shape == (2 * world, 1, H, W)
+    assert torch.equal(masks, torch.cat(holes)) and offset == 2 * rank
+    assert [name for name, _ in fake.calls].count("all_gather") == 2
+    assert all(group is GROUP for _, group in fake.calls), fake.calls
+
+
+def test_gather_holes_without_a_process_group_or_with_one_rank_returns_the_local_masks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hole = rect_masks(2, H, W)
+    crit = SCATCriterion(make_d(), terms=("sem",), semantic_layer="conv2", negatives_from="global")
+    for initialized, holes in [(False, [hole, hole]), (True, [hole])]:
+        fake = FakeWorld(0, holes)
+        fake.install(monkeypatch, initialized=initialized)
+        masks, offset = crit._gather_holes(hole)
+        assert masks is hole and offset == 0
+        assert not any(name == "all_gather" for name, _ in fake.calls)
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_available", lambda: False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # never asked when distributed is unavailable
+    assert crit._gather_holes(hole) == (hole, 0)
+
+
+def test_gather_holes_refuses_ranks_that_disagree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another world size on rank 2 (e.g. another group), or another mask shape on rank 1: named errors listing
+    every rank's value in rank order, raised before the masks are exchanged."""
+    crit = SCATCriterion(make_d(), terms=("sem",), semantic_layer="conv2", negatives_from="global")
+    holes = [rect_masks(2, H, W) for _ in range(3)]
+    fake = FakeWorld(0, holes, worlds=[3, 3, 4])
+    fake.install(monkeypatch)
+    with pytest.raises(ValueError, match=r"world size of 3, got \[3, 3, 4\]"):
+        crit._gather_holes(holes[0])
+    for other, shown in [
+        (rect_masks(3, H, W), r"rank 1: \(3, 1, 16, 20\)"),
+        (rect_masks(2, H, W + 2), r"rank 1: \(2, 1, 16, 22\)"),
+    ]:
+        fake = FakeWorld(0, [holes[0], other])
+        fake.install(monkeypatch)
+        with pytest.raises(ValueError, match=rf"same mask shape on every rank.*rank 0: \(2, 1, 16, 20\).*{shown}"):
+            crit._gather_holes(holes[0])
+        assert [name for name, _ in fake.calls].count("all_gather") == 1
+
+
+@pytest.mark.parametrize("mode", ["fast", "naive"])
+def test_global_negatives_through_the_gather_equal_the_reference(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole generator step with ``_gather_holes`` itself running (rank 1 of 2, a stand-in collective): the
+    semantic term is Eq. 6 with every rank's masks as negatives (this rank's own at offset B)."""
+    D = make_d()
+    prediction, image, hole = make_batch(b=2)
+    other = rect_masks(2, H, W, offset=7)
+    FakeWorld(1, [other, hole]).install(monkeypatch)
+    crit = SCATCriterion(
+        D,
+        semantic_layer="conv2",
+        terms=("sem",),
+        negatives_from="global",
+        fill=0.5,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    got = crit.generator_step(prediction, image, hole)
+    gathered = torch.cat([other, hole])
+    want = reference_generator_terms(
+        D,
+        crit.objective,
+        prediction,
+        image,
+        hole,
+        textural=(),
+        semantic="conv2",
+        semantic_pool="relu_sum",
+        negative_masks=gathered.unsqueeze(0).expand(2, 4, 1, H, W),
+        fill=0.5,
+        kind="hinge",
+    )
+    torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
+
+
 @pytest.mark.parametrize("negatives", ["batch", 2])
 def test_autograd_free_passes_never_exceed_chunk_size(negatives: str | int) -> None:
     """Ground truth, corrupted input and negatives run in passes of at most ``chunk_size`` images (3 here, equal
