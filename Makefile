@@ -47,7 +47,7 @@ bench: venv
 MUTANTS ?=
 MUTATE_JOBS ?= 1
 mutate: venv
-	OMP_NUM_THREADS=1 $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(foreach m,$(MUTANTS),'$(m)')
+	OMP_NUM_THREADS=1 HYPOTHESIS_PROFILE=mutate TRITON_INTERPRET=1 PYTHONHASHSEED=0 $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(foreach m,$(MUTANTS),'$(m)')
 	$(PY) benchmarks/mutation/score.py --survivors
 
 clean:

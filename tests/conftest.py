@@ -20,6 +20,15 @@ settings.register_profile(
     derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
 )
 settings.register_profile("dev", max_examples=200, deadline=None)
+# `make mutate`: the same examples for every mutant (a survivor must not be a lucky draw), no example database.
+settings.register_profile(
+    "mutate",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    database=None,
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
