@@ -245,3 +245,48 @@ def test_make_dataset_picks_the_loader(folder: Path) -> None:
         assert isinstance(data.make_dataset(folder, split=None, size=32), data.ImageFolder)
     with pytest.raises(ValueError, match="split"):
         data.make_dataset("skimage", split=None)
+
+
+# ---- ColourAugment ---------------------------------------------------------------------------------------------------
+
+
+def test_colour_augment_permutes_channels_and_negates_from_its_own_stream(train: data.PhotoCrops) -> None:
+    """Each item is the wrapped crop with its channels in the drawn order, negated when drawn; the crops
+    themselves (position, flip) are those of the dataset without the wrapper."""
+    aug = data.ColourAugment(train, seed=3)
+    seen_orders, seen_negated = set(), set()
+    for i in range(len(train)):
+        order, negated = aug.remap(i)
+        want = train[i][list(order)]
+        torch.testing.assert_close(aug[i], -want if negated else want, rtol=0, atol=0)
+        seen_orders.add(order)
+        seen_negated.add(negated)
+    assert len(seen_orders) == 6 and seen_negated == {False, True}  # 64 draws: every order, both signs
+    assert sorted(aug.remap(0)[0]) == [0, 1, 2]
+
+
+def test_colour_augment_is_deterministic_per_seed_and_epoch_and_forwards_set_epoch() -> None:
+    def items(seed: int, epoch: int) -> torch.Tensor:
+        aug = data.ColourAugment(data.PhotoCrops("train", size=16, length=12, seed=0), seed=seed)
+        aug.set_epoch(epoch)
+        return torch.stack([aug[i] for i in range(len(aug))])
+
+    base = data.PhotoCrops("train", size=16, length=12, seed=0)
+    base.set_epoch(1)
+    torch.testing.assert_close(items(0, 1), items(0, 1), rtol=0, atol=0)
+    assert not torch.equal(items(0, 1), items(1, 1))  # another remap seed
+    assert not torch.equal(items(0, 0), items(0, 1))  # the epoch reaches the crops and the remap
+    # up to the remap, epoch 1's items are the wrapped dataset's epoch-1 crops
+    aug = data.ColourAugment(data.PhotoCrops("train", size=16, length=12, seed=0), seed=0)
+    aug.set_epoch(1)
+    for i in range(12):
+        order, negated = aug.remap(i)
+        torch.testing.assert_close(aug[i], (-1 if negated else 1) * base[i][list(order)], rtol=0, atol=0)
+
+
+def test_colour_augment_rejects_bad_input() -> None:
+    with pytest.raises(TypeError, match="seed: expected a non-negative int"):
+        data.ColourAugment([], seed=-1)
+    aug = data.ColourAugment([torch.zeros(1, 4, 4)])
+    with pytest.raises(ValueError, match=r"base\[0\]: expected a \(3, H, W\) tensor, got shape \(1, 4, 4\)"):
+        aug[0]

@@ -362,3 +362,16 @@ def test_readme_retrofit_lines_are_verbatim_from_the_trainer() -> None:
     assert len(lines) > 15
     missing = [line for line in lines if code(line) not in source]
     assert not missing, f"README retrofit lines not in train.py: {missing}"
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_with_its_default(finished_run: Path, tmp_path: Path) -> None:
+    """``colour_augment`` came after the first checkpoints: one whose config lacks it resumes as ``False`` (what it
+    was trained with) and is refused with ``--colour-augment``, by name."""
+    old = tmp_path / "old.pt"
+    state = load_checkpoint(finished_run / "checkpoints" / "step_0000002.pt")
+    del state["config"]["colour_augment"]
+    save_checkpoint(state, old)
+    run(_config(tmp_path / "a", objective="full", steps=3, resume=str(old)))
+    assert load_checkpoint(tmp_path / "a" / "checkpoints" / "step_0000003.pt")["config"]["colour_augment"] is False
+    with pytest.raises(TrainerError, match="colour_augment: checkpoint False, this run True"):
+        run(_config(tmp_path / "b", objective="full", steps=3, resume=str(old), colour_augment=True))

@@ -41,7 +41,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,10 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_opt("auto | cpu | cuda"))
     seed: int = field(default=0, metadata=_opt("seed of weights, data order, crops and masks"))
     train_length: int = field(default=1024, metadata=_opt("crops per epoch of the bundled photos"))
+    colour_augment: bool = field(
+        default=False,
+        metadata=_opt("permute the RGB channels of training crops and negate half of them (data.ColourAugment)"),
+    )
     num_workers: int = field(default=0, metadata=_opt("DataLoader worker processes"))
     threads: int = field(default=0, metadata=_opt("intra-op CPU threads (0: PyTorch's default)"))
     log_every: int = field(default=10, metadata=_opt("steps between train_log.jsonl lines"))
@@ -232,7 +236,7 @@ little from a second thread, and on a busy 2-core machine lose up to 10x to thre
 RESUME_KEYS: tuple[str, ...] = (
     "objective", "data", "masks", "size", "batch_size", "g_channels", "g_blocks", "d_channels", "d_depth",
     "lr_g", "lr_d", "beta1", "beta2", "lambda_adv", "lambda_text", "lambda_sem", "lambda_rec", "temperature",
-    "smgan_kernel", "smgan_sigma", "smgan_weighting", "precision", "seed", "train_length",
+    "smgan_kernel", "smgan_sigma", "smgan_weighting", "precision", "seed", "train_length", "colour_augment",
 )  # fmt: skip
 """Settings a resumed run must share with its checkpoint (the rest, e.g. ``steps`` or ``out``, may change)."""
 
@@ -426,7 +430,7 @@ class _Repeated(Dataset[torch.Tensor]):
 
 def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     """``(train, heldout)``; a missing folder, a folder without images, etc. raise :class:`TrainerError`."""
-    from examples.aotgan.data import ImageFolder, make_dataset
+    from examples.aotgan.data import ColourAugment, ImageFolder, make_dataset
 
     # folders: decode every image now, so a file that passes verify() but cannot be decoded stops the start
     # (or is left out) before anything is written, instead of failing in the middle of training
@@ -444,6 +448,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
             heldout = ImageFolder(cfg.heldout_data, size=cfg.size, split=None, augment=False, **checked)
     except (OSError, ValueError) as error:  # FileNotFoundError, NotADirectoryError, "no image files", ...
         raise TrainerError(f"data: {error}") from None
+    if cfg.colour_augment:
+        train = ColourAugment(train, seed=cfg.seed)
     return train, heldout
 
 
@@ -563,8 +569,7 @@ class Trainer:
             )
         if self.cfg.nonfinite == "stop":
             raise NonFiniteError(
-                f"step {step}: non-finite {what}; stopped before {net}'s update (--nonfinite stop); "
-                f"{self._last_good()}"
+                f"step {step}: non-finite {what}; stopped before {net}'s update (--nonfinite stop); {self._last_good()}"
             )
         optimizer.zero_grad(set_to_none=True)
         self._skipped_now.append(f"{net} ({what})")
@@ -604,7 +609,8 @@ class Trainer:
             return
         bad = [n for (n, _), ok in zip(floats, flags.tolist(), strict=True) if not ok]
         raise NonFiniteError(
-            f"step {self.step}: non-finite {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            f"step {self.step}: non-finite {bad[0]}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
             + f"; the checkpoint was not written; {self._last_good()}"
         )
 
@@ -669,8 +675,12 @@ class Trainer:
         """Restore :meth:`state_dict`; a checkpoint of another configuration raises :class:`TrainerError`."""
         saved = state["config"]
         mine = self.cfg.to_dict()
+        # a setting added after the checkpoint was written (e.g. colour_augment) counts as its default
+        default = {f.name: f.default for f in fields(TrainConfig)}
         diff = [
-            f"{k}: checkpoint {saved.get(k)!r}, this run {mine[k]!r}" for k in RESUME_KEYS if saved.get(k) != mine[k]
+            f"{k}: checkpoint {saved.get(k, default[k])!r}, this run {mine[k]!r}"
+            for k in RESUME_KEYS
+            if saved.get(k, default[k]) != mine[k]
         ]
         if diff:
             raise TrainerError(
