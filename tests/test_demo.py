@@ -20,7 +20,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = TrainConfig(
         out=str(folder / "run"), objective="baseline", size=32, batch_size=4, g_channels=4, g_blocks=1,
         d_channels=4, d_depth=3, train_length=8, eval_images=2, grid_images=2, steps=2, sample_every=0,
-        ckpt_every=0, progress=False, threads=1,
+        ckpt_every=0, progress=False, threads=1, colour_augment=True,
     )  # fmt: skip
     run(cfg)
     export_weights(sorted((folder / "run" / "checkpoints").glob("step_*.pt"))[-1], folder / "weights.pt")
@@ -48,10 +48,12 @@ def test_demo_runs_both_arms_and_writes_labelled_pictures_and_metrics(tiny_weigh
     assert set(metrics["scat_segmenter"]) == set(metrics["heldout"])
     assert metrics["scat_segmenter"]["scat"]["overall"]["count"] == 3 * 2  # 2 held-out crops x 3 buckets
     assert "--objective full" in metrics["commands"]["scat"] and "--size 32" in metrics["commands"]["scat"]
+    assert all("--colour-augment" in metrics["commands"][arm] for arm in ("scat", "baseline"))  # as the weights
     for arm in ("scat", "baseline"):
         log = [json.loads(line) for line in (out / arm / "train_log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log][-1] == 2 and "s_auroc" in log[-1]
-        assert json.loads((out / arm / "config.json").read_text())["init_from"] == str(tiny_weights)
+        config = json.loads((out / arm / "config.json").read_text())
+        assert config["init_from"] == str(tiny_weights) and config["colour_augment"] is True
     text = (out / "metrics.md").read_text()
     for needle in ("Held-out reconstruction", "training monitor", "Detectability", "SSIM", "AUROC"):
         assert needle in text

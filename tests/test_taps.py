@@ -591,3 +591,248 @@ def test_repr_names_the_module_layers_and_options() -> None:
     assert repr(tap) == "FeatureTap(TinyUNetD, layers=['enc.0'], clone=True)"
     tap.close()
     assert repr(tap) == "FeatureTap(closed, layers=['enc.0'], clone=True)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact messages and concurrency details (each pins mutants a looser test let through)
+# --------------------------------------------------------------------------------------------------
+
+
+class Wide(nn.Module):
+    """``n`` named children ``<prefix>0 .. <prefix>{n-1}``, run in order."""
+
+    def __init__(self, n: int, prefix: str = "block") -> None:
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"{prefix}{i}", nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for child in self.children():
+            x = child(x)
+        return x
+
+
+def _unknown_message(module: nn.Module, name: str) -> str:
+    with pytest.raises(ValueError) as info:
+        FeatureTap(module, [name])
+    return str(info.value)
+
+
+def test_unknown_layer_message_lists_at_most_five_close_matches_above_half_similarity() -> None:
+    head = "layers: expected names from named_modules() of Wide (optionally ending in ':input'), got unknown layer"
+    # seven names match 'block' equally well; five are shown (difflib's order: best first, ties reversed)
+    assert _unknown_message(Wide(7), "block") == (
+        f"{head} 'block'; close matches: 'block6', 'block5', 'block4', 'block3', 'block2'"
+    )
+    # ratio('blk', 'block0') = 2*3/9 = 0.67 but ratio('bl', 'block0') = 0.5: a match at the cutoff of 0.5
+    assert _unknown_message(Wide(1), "bl") == f"{head} 'bl'; close matches: 'block0'"
+    assert _unknown_message(Wide(1), "bz") == f"{head} 'bz'; no close match; names include: 'block0'"
+    # ':input' is not part of the name matched
+    assert _unknown_message(Wide(1), "bloc:input") == f"{head} 'bloc:input'; close matches: 'block0'"
+
+
+def test_unknown_layer_message_shows_twelve_names_then_an_ellipsis() -> None:
+    head = "layers: expected names from named_modules() of Wide (optionally ending in ':input'), got unknown layer"
+    names = ", ".join(f"'l{i}'" for i in range(12))
+    assert _unknown_message(Wide(12, "l"), "zzzz") == f"{head} 'zzzz'; no close match; names include: {names}"
+    assert _unknown_message(Wide(13, "l"), "zzzz") == f"{head} 'zzzz'; no close match; names include: {names}, ..."
+    leaf = "layers: expected names from named_modules() of Identity (optionally ending in ':input'), got unknown layer"
+    assert _unknown_message(nn.Identity(), "x") == f"{leaf} 'x'; it has no submodules"
+
+
+class InplaceChain(nn.Module):
+    """``c`` (a conv) followed by ``n_inplace`` in-place ReLUs: every ReLU rewrites ``c``'s output."""
+
+    def __init__(self, n_inplace: int) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(1, 1, 1)
+        self.d = nn.Conv2d(1, 1, 1)
+        self.acts = nn.Sequential(*[nn.ReLU(inplace=True) for _ in range(n_inplace)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        z = self.d(y)
+        y.mul_(2.0)  # an in-place change that is not an inplace=True module
+        return self.acts(z) if len(self.acts) else z
+
+
+def test_in_place_message_names_every_affected_layer_and_at_most_six_inplace_modules() -> None:
+    x = torch.ones(1, 1, 2, 2)
+    with pytest.raises(RuntimeError) as info:
+        FeatureTap(InplaceChain(7), ["c", "d", "d:input"])(x)  # captured in forward order: c, d:input, d
+    message = str(info.value)
+    first = message.split("; it no longer holds")[0]
+    assert first == (
+        "FeatureTap: the tensor captured as 'c' (the output of layer 'c') was modified in place later in the forward "
+        "(version counter 0 -> 1), most likely by an in-place activation such as LeakyReLU(inplace=True) (modules "
+        "with inplace=True here: " + ", ".join(f"'acts.{i}'" for i in range(6)) + ")"
+    )
+    assert message.endswith(
+        "; it no longer holds the output of 'c' (also affected: 'd:input', 'd'). Fix: tap the activation that "
+        "follows instead, build that activation with inplace=False, or pass clone=True to FeatureTap"
+    )
+    with pytest.raises(RuntimeError) as info:
+        FeatureTap(InplaceChain(0), ["c"])(x)
+    assert str(info.value) == (
+        "FeatureTap: the tensor captured as 'c' (the output of layer 'c') was modified in place later in the forward "
+        "(version counter 0 -> 1), most likely by an in-place activation such as LeakyReLU(inplace=True); it no "
+        "longer holds the output of 'c'. Fix: tap the activation that follows instead, build that activation with "
+        "inplace=False, or pass clone=True to FeatureTap"
+    )
+
+
+def test_repr_names_the_module_layers_and_the_options_that_are_on() -> None:
+    net = Wide(2)
+    assert repr(FeatureTap(net, ["block0"])) == "FeatureTap(Wide, layers=['block0'])"
+    tap = FeatureTap(net, ["block0", "block1:input"], clone=True, early_exit=True)
+    assert repr(tap) == "FeatureTap(Wide, layers=['block0', 'block1:input'], clone=True, early_exit=True)"
+    tap.close()
+    assert repr(tap) == "FeatureTap(closed, layers=['block0', 'block1:input'], clone=True, early_exit=True)"
+
+
+class PairOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = _Pair()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pair(x)[0]
+
+
+class _Pair(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, None]:
+        return x * 2, 3, None
+
+
+def test_clone_copies_the_tensors_of_a_structured_output_and_keeps_other_leaves() -> None:
+    x = torch.ones(2)
+    features = FeatureTap(PairOut(), ["pair"], clone=True).features(x)
+    value = features["pair"]
+    assert value[1:] == (3, None)
+    torch.testing.assert_close(value[0], x * 2)
+
+
+class Gated(nn.Module):
+    """``a`` -> (wait on ``gate`` if set) -> ``b``: a forward that can be held in the middle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+        self.b = nn.Linear(2, 2)
+        self.gate: Any = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
+        return self.b(y)
+
+
+def _held_call(call: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """Run ``call`` in a thread whose forward waits at ``Gated.gate``; returns the thread and its outcome box."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            box["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, box
+
+
+def test_taps_of_different_modules_run_concurrently_and_another_threads_forward_is_not_captured() -> None:
+    """Thread 1 is inside a tap call on ``m1`` (held between layers); meanwhile the main thread runs a tap call on
+    another module ``m2`` (allowed: the claim is per module) and a plain forward of ``m1`` (its layers are not
+    captured by thread 1's call: the input and output hooks ignore other threads)."""
+    import threading
+
+    torch.manual_seed(0)
+    m1, m2 = Gated(), Gated()
+    gate, reached = threading.Event(), threading.Event()
+
+    class Signal:
+        def wait(self, timeout: float) -> None:
+            reached.set()
+            gate.wait(timeout)
+
+    m1.gate = Signal()
+    x1, x2 = torch.randn(3, 2), torch.randn(3, 2)
+    thread, box = _held_call(lambda: FeatureTap(m1, ["a", "b:input", "b"])(x1))
+    try:
+        assert reached.wait(30)
+        out2, feats2 = FeatureTap(m2, ["a", "b:input"])(x2)  # another module: not blocked by thread 1's claim
+        torch.testing.assert_close(feats2["a"], m2.a(x2))
+        m1.gate = None
+        x3 = torch.randn(3, 2) + 5.0
+        m1(x3)  # a plain forward of m1 in this thread while thread 1's tap call is still open
+        m1.gate = Signal()
+    finally:
+        gate.set()
+        thread.join(30)
+    assert "error" not in box, box.get("error")
+    out1, feats1 = box["result"]
+    torch.testing.assert_close(feats1["a"], m1.a(x1))
+    torch.testing.assert_close(feats1["b:input"], m1.a(x1))
+    torch.testing.assert_close(feats1["b"], m1.b(m1.a(x1)))
+    torch.testing.assert_close(out1, feats1["b"])
+
+
+def test_a_tap_call_nested_in_the_same_thread_on_the_same_module_runs() -> None:
+    """Re-entry from the calling thread (a hook of the module running another tap of it, early exit before the
+    outer call's layer) is not concurrency: both calls return their own features."""
+    torch.manual_seed(0)
+    net = Gated()
+    inner_x = torch.randn(1, 2)
+    got: dict[str, torch.Tensor] = {}
+    entered: list[bool] = []
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if not entered:
+            entered.append(True)
+            got.update(FeatureTap(net, ["a"]).features(inner_x))
+
+    handle = net.a.register_forward_hook(hook)
+    try:
+        x = torch.randn(4, 2)
+        _, outer = FeatureTap(net, ["b"])(x)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(got["a"], net.a(inner_x))
+    torch.testing.assert_close(outer["b"], net.b(net.a(x)))
+
+
+def test_layers_type_errors_give_the_list_hint_only_for_a_single_string() -> None:
+    net = Wide(1)
+    with pytest.raises(TypeError) as info:
+        FeatureTap(net, "block0")  # type: ignore[arg-type]
+    assert str(info.value).endswith("; wrap a single name in a list: ['block0']")
+    with pytest.raises(TypeError) as info:
+        FeatureTap(net, 5)  # type: ignore[arg-type]
+    assert str(info.value) == "layers: expected a sequence of layer names (str), got int 5"
+
+
+def test_a_module_registered_under_two_names_is_found_under_either() -> None:
+    """``named_modules(remove_duplicate=False)``: the second name of a shared module is a valid layer name."""
+    net = Wide(1)
+    net.alias = net.block0  # the same Identity, registered again
+    x = torch.randn(2)
+    assert set(FeatureTap(net, ["alias"]).features(x)) == {"alias"}
+
+
+def test_closed_is_a_bool() -> None:
+    tap = FeatureTap(Wide(1), ["block0"])
+    assert tap.closed is False
+    tap.close()
+    assert tap.closed is True
+
+
+def test_unknown_layer_message_matches_the_name_without_its_input_suffix() -> None:
+    net = Wide(1, prefix="inp")  # one child, "inp0"
+    head = "layers: expected names from named_modules() of Wide (optionally ending in ':input'), got unknown layer"
+    # 'x' is far from 'inp0'; 'x:inpu' (the name cut at the wrong end) would match it
+    assert _unknown_message(net, "x:input") == f"{head} 'x:input'; no close match; names include: 'inp0'"

@@ -223,3 +223,61 @@ def test_taps_on_one_module_in_sequence_across_threads_work() -> None:
     thread.start()
     thread.join(10)
     torch.testing.assert_close(out[0], tap.features(x)["1"])
+
+
+def test_finish_removes_hooks_registered_but_not_yet_recorded_and_restores_grad_mode() -> None:
+    """The two states an interrupt inside ``start()`` or a ``no_grad()`` exit can leave, built directly: hooks
+    registered on the modules but missing from ``handles`` (an interrupt between ``register_forward_*hook`` and the
+    append), input pre-hooks as well as output hooks, and grad mode switched off. ``finish()`` undoes both."""
+    net = _net()
+    tap = FeatureTap(net, ["1", "3:input", "4"], preserve_buffers=True)
+    before = _buffers(net)
+    values = {k: v.clone() for k, v in before.items()}
+    call = taps._Call(tap, early_exit=False)
+    call.start()
+    assert _hooks(net) == 3
+    call.handles.clear()  # as if each append had been interrupted
+    torch.set_grad_enabled(False)
+    try:
+        call.finish()
+        _assert_clean(net, before, values)
+        call.finish()  # idempotent
+        _assert_clean(net, before, values)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_an_interrupt_at_every_opcode_of_start_and_finish_leaves_nothing_behind() -> None:
+    """Every opcode of the claim / hook / buffer bookkeeping (``_Call.start`` and ``_Call.finish``), not a random
+    sample: an interrupt at each one in turn, with input and output hooks and swapped buffers."""
+    net = _net()
+    tap = FeatureTap(net, ["1", "3:input", "4"], early_exit=True, preserve_buffers=True)
+    x = torch.randn(2, 2, 6, 6)
+    before = _buffers(net)
+    values = {k: v.clone() for k, v in before.items()}
+
+    class InBookkeeping(_Interrupter):
+        def __call__(self, frame, event, arg):  # noqa: ANN001 - sys.settrace protocol
+            name = frame.f_code.co_name
+            if not (frame.f_code.co_filename.endswith("taps.py") and ("start" in name or "finish" in name)):
+                return None  # count opcodes of these two methods only
+            return super().__call__(frame, event, arg)
+
+    def traced(at: set[int]) -> tuple[bool, int]:
+        tracer = InBookkeeping(at)
+        interrupted = False
+        sys.settrace(tracer)
+        try:
+            tap.features(x)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sys.settrace(None)
+        return interrupted, tracer.count
+
+    _, total = traced(set())
+    assert total > 50, total  # both methods were traced
+    for k in range(1, total + 1):
+        interrupted, _ = traced({k})
+        assert interrupted, k
+        _assert_clean(net, before, values)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -36,6 +37,26 @@ def load_equivalents(path: Path) -> dict[str, str]:
     return out
 
 
+def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``killed / n`` (for a score measured on a random sample)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = killed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def group_of(mutant: str, groups: bool) -> str:
+    """The module of a mutant, or with ``groups`` its package for ``scatloss.ops`` / ``scatloss.adapters``."""
+    module = module_of(mutant)
+    if groups:
+        for package in ("scatloss.ops", "scatloss.adapters"):
+            if module.startswith(package + "."):
+                return package
+    return module
+
+
 def module_of(mutant: str) -> str:
     """``scatloss.criterion.xǁSCATCriterionǁ_pool__mutmut_3`` -> ``scatloss.criterion``."""
     head = mutant.split(".x", 1)[0] if ".x" in mutant else mutant.rsplit(".", 1)[0]
@@ -48,14 +69,18 @@ def main() -> None:
     parser.add_argument("--equivalent", type=Path, default=Path(__file__).with_name("equivalent.txt"))
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants that are not equivalent")
+    parser.add_argument(
+        "--wilson", action="store_true", help="add a 95 %% Wilson interval (a score measured on a random sample)"
+    )
+    parser.add_argument("--groups", action="store_true", help="one row for scatloss.ops and one for scatloss.adapters")
     args = parser.parse_args()
     equivalents = load_equivalents(args.equivalent)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: list[str] = []
-    for meta in sorted(args.root.rglob("*.meta")):
+    for meta in sorted((args.root / "scatloss").rglob("*.meta")) or sorted(args.root.rglob("*.meta")):
         data = json.loads(meta.read_text())
         for name, code in data.get("exit_code_by_key", {}).items():
-            c = counts[module_of(name)]
+            c = counts[group_of(name, args.groups)]
             if code is None:
                 c["not checked"] += 1
             elif code in KILLED:
@@ -79,15 +104,19 @@ def main() -> None:
         rows.append((module, c))
     rows.append(("all", total))
     if args.markdown:
-        print("| module | " + " | ".join(cols) + " | score |")
-        print("|---|" + "---:|" * (len(cols) + 1))
+        print("| module | " + " | ".join(cols) + " | score |" + (" 95 % interval |" if args.wilson else ""))
+        print("|---|" + "---:|" * (len(cols) + 1 + args.wilson))
     for module, c in rows:
         scored = c["killed"] + c["survived"] + c["no tests"] + c["other"]
         score = f"{100 * c['killed'] / scored:.1f} %" if scored else "-"
+        low, high = wilson(c["killed"], scored)
+        interval = f"{100 * low:.1f}-{100 * high:.1f} %" if scored else "-"
         if args.markdown:
-            print(f"| {module} | " + " | ".join(str(c[k]) for k in cols) + f" | {score} |")
+            extra = f" {interval} |" if args.wilson else ""
+            print(f"| {module} | " + " | ".join(str(c[k]) for k in cols) + f" | {score} |" + extra)
         else:
-            print(f"{module:40s} " + " ".join(f"{k}={c[k]}" for k in cols) + f"  score={score}")
+            extra = f"  95% {interval}" if args.wilson else ""
+            print(f"{module:40s} " + " ".join(f"{k}={c[k]}" for k in cols) + f"  score={score}" + extra)
     if args.survivors:
         print("\nsurvivors (not documented as equivalent):")
         for name in survivors:

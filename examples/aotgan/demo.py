@@ -90,9 +90,13 @@ def _parser() -> argparse.ArgumentParser:
 ARCH_FLAGS: tuple[str, ...] = ("size", "batch_size", "g_channels", "g_blocks", "d_channels", "d_depth", "data")
 """Settings each arm takes from the starting weights' training configuration (network shapes and data)."""
 
+BOOL_FLAGS: tuple[str, ...] = ("colour_augment",)
+"""Switches each arm takes from the starting weights' configuration (on there, on in both arms)."""
+
 
 def weights_settings(weights: str | os.PathLike[str]) -> list[str]:
-    """``--size ... --data ...`` of the run that trained ``weights`` (so both arms continue with its shapes)."""
+    """``--size ... --data ... [--colour-augment]`` of the run that trained ``weights`` (so both arms continue
+    with its shapes and data)."""
     from examples.aotgan.checkpoint import TrainerError
     from examples.aotgan.monitor import load_weights
 
@@ -104,6 +108,7 @@ def weights_settings(weights: str | os.PathLike[str]) -> list[str]:
     for key in ARCH_FLAGS:
         if config.get(key) is not None:
             flags += [f"--{key.replace('_', '-')}", str(config[key])]
+    flags += [f"--{key.replace('_', '-')}" for key in BOOL_FLAGS if config.get(key) is True]
     return flags
 
 
@@ -212,7 +217,9 @@ def segmenter_score(D: Any, comp: torch.Tensor) -> torch.Tensor:
 
 
 def _train_crops(train: Any, n: int) -> torch.Tensor:
-    """``n`` training crops spread over the training set (deterministic: the crops are planned from the seed)."""
+    """``n`` training crops spread over the training set (deterministic: the crops are planned from the seed), in
+    their photos' own colours (without ``--colour-augment``'s remapping, which is training-only)."""
+    train = getattr(train, "base", train)  # data.ColourAugment wraps the crops
     stride = max(1, len(train) // n)
     return torch.stack([train[i * stride] for i in range(n)])
 
