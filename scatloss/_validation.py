@@ -280,6 +280,8 @@ def check_hole(
         raise ValueError(
             f"{name}: expected shape (B, 1, H, W) with one channel (1 = missing pixel), got shape {tuple(hole.shape)}"
         )
+    if hole.shape[2] == 0 or hole.shape[3] == 0:
+        raise ValueError(f"{name}: expected a mask with at least one row and one column, got shape {tuple(hole.shape)}")
     if batch is not None and hole.shape[0] != batch:
         raise ValueError(f"{name}: expected batch size {batch} to match the other inputs, got {hole.shape[0]}")
     wanted = _VALUE_CHECKS and not _is_compiling() and (recheck or not _VALIDATED.get())

@@ -149,16 +149,16 @@ def test_fused_scat_generator_loss_defaults_to_the_mean() -> None:
 
 
 @pytest.mark.parametrize("hole_shape", [(1, 1, 0, 2), (1, 1, 2, 0)])
-def test_fused_scat_resamples_a_mask_without_rows_or_columns_with_pytorch(hole_shape: tuple[int, ...]) -> None:
-    """A mask smaller than the logits (here with no rows or no columns) is resampled with PyTorch before the kernel,
-    so it fails there as with ``backend="torch"`` (PyTorch's empty-input RuntimeError), not inside the kernel."""
-    pytest.importorskip("triton")
-    if not ops_module._interpreting():
-        pytest.skip("the fused kernels run on CPU tensors under TRITON_INTERPRET=1")
+def test_a_mask_without_rows_or_columns_is_refused_by_name_on_every_backend(hole_shape: tuple[int, ...]) -> None:
+    """A mask with no rows or no columns is a ``ValueError`` naming ``hole`` before any backend runs (it used to
+    reach PyTorch's resampling, a ``RuntimeError`` about empty input, or with a broken size test the kernel)."""
     z, hole = torch.zeros(1, 1, 2, 2), torch.zeros(hole_shape)
-    for backend in ("torch", "triton"):
-        with pytest.raises(RuntimeError, match=r"non-zero size"):
+    backends = ["torch"] + (["triton"] if ops_module._interpreting() and ops_module.triton_available() else [])
+    for backend in backends:
+        with pytest.raises(ValueError, match=r"^hole: expected a mask with at least one row and one column"):
             SF.scat_generator_loss(z, hole, backend=backend)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^hole: expected a mask with at least one row and one column"):
+            SF.scat_segmenter_loss(z, z, hole, backend=backend)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
