@@ -73,13 +73,19 @@ def main() -> None:
         "--wilson", action="store_true", help="add a 95 %% Wilson interval (a score measured on a random sample)"
     )
     parser.add_argument("--groups", action="store_true", help="one row for scatloss.ops and one for scatloss.adapters")
+    parser.add_argument(
+        "--names", type=Path, help="count only the mutants listed in this file (one name per line, e.g. a sample)"
+    )
     args = parser.parse_args()
     equivalents = load_equivalents(args.equivalent)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: list[str] = []
+    only = set(args.names.read_text().split()) if args.names else None
     for meta in sorted((args.root / "scatloss").rglob("*.meta")) or sorted(args.root.rglob("*.meta")):
         data = json.loads(meta.read_text())
         for name, code in data.get("exit_code_by_key", {}).items():
+            if only is not None and name not in only:
+                continue
             c = counts[group_of(name, args.groups)]
             if code is None:
                 c["not checked"] += 1
