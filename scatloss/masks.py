@@ -134,9 +134,7 @@ def hole_ratio(hole: torch.Tensor) -> torch.Tensor:
         TypeError: ``hole`` is not a float or bool tensor.
         ValueError: ``hole`` is not ``(B, 1, H, W)`` or (float) has values outside ``[0, 1]``.
     """
-    check_hole(hole)
-    if hole.shape[-2] * hole.shape[-1] == 0:
-        raise ValueError(f"hole: expected a non-empty spatial size, got shape {tuple(hole.shape)}")
+    check_hole(hole)  # also refuses a mask without rows or columns (no ratio; a NaN mean otherwise)
     return hole.detach().to(torch.float64).mean(dim=(1, 2, 3))
 
 

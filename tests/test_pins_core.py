@@ -88,7 +88,9 @@ def test_release_preset_uses_an_objective_passed_as_keyword() -> None:
 
 def test_hole_ratio_refuses_zero_height() -> None:
     """A mask with zero rows (but columns) has no ratio: ValueError, not a NaN mean."""
-    with pytest.raises(ValueError, match=r"^hole: expected a non-empty spatial size, got shape \(1, 1, 0, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"^hole: expected a mask with at least one row and one column, got shape \(1, 1, 0, 5\)"
+    ):
         hole_ratio(torch.zeros(1, 1, 0, 5))
 
 

@@ -8,7 +8,9 @@ Score = killed / (mutants checked - documented equivalents). ``killed`` counts p
 timeouts (a mutant that makes a test hang is caught); ``survived`` a mutant every covering test passed;
 ``no tests`` a mutant in code no selected test reaches (counted against the score). Equivalent mutants
 are listed one per line in ``equivalent.txt`` (``mutant name  # reason``) and excluded from the score
-only if they survived.
+only if they survived. Survivors listed in ``killed_outside.txt`` (killed by a test mutmut cannot run for
+them, e.g. a deselected torch.compile test; each checked by hand) count as killed, in the column
+``elsewhere``. ``--names FILE`` scores only the listed mutants (a sample); ``--wilson`` adds a 95 % interval.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("mutants"))
     parser.add_argument("--equivalent", type=Path, default=Path(__file__).with_name("equivalent.txt"))
+    parser.add_argument(
+        "--killed-elsewhere",
+        type=Path,
+        default=Path(__file__).with_name("killed_outside.txt"),
+        help="survivors killed by a test mutmut cannot run for them (counted as killed, column 'elsewhere')",
+    )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants that are not equivalent")
     parser.add_argument(
@@ -78,6 +86,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     equivalents = load_equivalents(args.equivalent)
+    elsewhere = load_equivalents(args.killed_elsewhere)  # same file format
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: list[str] = []
     only = set(args.names.read_text().split()) if args.names else None
@@ -94,6 +103,8 @@ def main() -> None:
             elif code in SURVIVED:
                 if name in equivalents:
                     c["equivalent"] += 1
+                elif name in elsewhere:
+                    c["elsewhere"] += 1
                 else:
                     c["survived"] += 1
                     survivors.append(name)
@@ -101,7 +112,7 @@ def main() -> None:
                 c["no tests"] += 1
             else:
                 c["other"] += 1
-    cols = ("killed", "survived", "no tests", "equivalent", "other", "not checked")
+    cols = ("killed", "elsewhere", "survived", "no tests", "equivalent", "other", "not checked")
     rows = []
     total: Counter[str] = Counter()
     for module in sorted(counts):
@@ -113,9 +124,10 @@ def main() -> None:
         print("| module | " + " | ".join(cols) + " | score |" + (" 95 % interval |" if args.wilson else ""))
         print("|---|" + "---:|" * (len(cols) + 1 + args.wilson))
     for module, c in rows:
-        scored = c["killed"] + c["survived"] + c["no tests"] + c["other"]
-        score = f"{100 * c['killed'] / scored:.1f} %" if scored else "-"
-        low, high = wilson(c["killed"], scored)
+        killed = c["killed"] + c["elsewhere"]
+        scored = killed + c["survived"] + c["no tests"] + c["other"]
+        score = f"{100 * killed / scored:.1f} %" if scored else "-"
+        low, high = wilson(killed, scored)
         interval = f"{100 * low:.1f}-{100 * high:.1f} %" if scored else "-"
         if args.markdown:
             extra = f" {interval} |" if args.wilson else ""
