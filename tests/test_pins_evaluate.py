@@ -13,24 +13,16 @@ from torch import nn
 
 from scatloss import evaluate as ev
 from scatloss.masks import free_form_mask
+from tests._pins import channel_map as _channel_map
+from tests._pins import identity as _identity
+from tests._pins import smooth_images
+
+# ---- image_metrics: which argument an error names --------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    smooth = torch.nn.functional.avg_pool2d(torch.rand(3, 3, 16, 16, generator=g), 3, stride=1, padding=1)
-    return (smooth * 2 - 1).clamp(-1, 1)
-
-
-def _identity(corrupted: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    return corrupted
-
-
-def _channel_map(x: torch.Tensor) -> torch.Tensor:
-    return x[:, :1]
-
-
-# ---- image_metrics: which argument an error names --------------------------------------------------------------------
+    return smooth_images()
 
 
 def test_image_metrics_names_target_when_it_is_not_a_float_tensor() -> None:

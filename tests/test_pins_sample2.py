@@ -24,53 +24,25 @@ from scatloss.adapters import aotgan as aotgan_module
 from scatloss.adapters._common import layer_channels
 from scatloss.adapters.aotgan import SCATDiscriminator, SCATGANLoss
 from scatloss.adapters.lama import SCATAdversarialLoss
-from scatloss.nets import UNetSegmenter
-
-B, C, S = 2, 3, 16
-
-
-def patch_d(c: int = 2) -> nn.Sequential:
-    """A Sequential PatchGAN (no spectral norm): 16x16 -> 8 -> 4 -> 3 -> 2."""
-    return nn.Sequential(
-        nn.Conv2d(3, c, 4, 2, 1),
-        nn.LeakyReLU(0.2),
-        nn.Conv2d(c, 2 * c, 4, 2, 1),
-        nn.LeakyReLU(0.2),
-        nn.Conv2d(2 * c, 2 * c, 4, 1, 1),
-        nn.LeakyReLU(0.2),
-        nn.Conv2d(2 * c, 1, 2, 1, 0),
-    )
+from tests._pins import (
+    B,
+    C,
+    S,
+    aot_images,
+    composite,
+    holes,
+    patch_d,
+    scat_d,
+    smooth_images,
+    tiny_seg,
+)
+from tests._pins import channel_map as _channel_map
+from tests._pins import identity as _identity
 
 
-def tiny_seg() -> UNetSegmenter:
-    return UNetSegmenter(3, base_channels=2, depth=2)
-
-
-def holes(b: int = B) -> torch.Tensor:
-    m = torch.zeros(b, 1, S, S)
-    for i in range(b):
-        m[i, :, 2 + i : 9 + i, 3 : 10 + 2 * i] = 1.0
-    return m
-
-
-def aot_images(b: int = B, seed: int = 1) -> torch.Tensor:
-    return torch.rand(b, C, S, S, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def composite(real: torch.Tensor, masks: torch.Tensor, seed: int = 5) -> torch.Tensor:
-    pred = torch.rand(real.shape, generator=torch.Generator().manual_seed(seed), dtype=real.dtype) * 2 - 1
-    return masks * pred + (1 - masks) * real
-
-
-def scat_d(**kwargs) -> SCATDiscriminator:
-    torch.manual_seed(0)
-    kwargs.setdefault("segmenter", tiny_seg())
-    return SCATDiscriminator(patch_d(), hidden_features=4, out_features=3, **kwargs)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# adapters._common.layer_channels
-# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return smooth_images()
 
 
 def test_layer_channels_of_the_root_module_counts_through_all_children() -> None:
@@ -178,21 +150,6 @@ def test_lama_max_mask_scale_mode_marks_every_patch_touching_a_hole() -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # evaluate
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    smooth = torch.nn.functional.avg_pool2d(torch.rand(3, 3, 16, 16, generator=g), 3, stride=1, padding=1)
-    return (smooth * 2 - 1).clamp(-1, 1)
-
-
-def _identity(corrupted: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    return corrupted
-
-
-def _channel_map(x: torch.Tensor) -> torch.Tensor:
-    return x[:, :1]
 
 
 def _hole_values_recorder(seen: list[torch.Tensor]):  # type: ignore[no-untyped-def]
