@@ -75,8 +75,10 @@ class _Interrupter:
         return self
 
 
-def _traced_call(tap: FeatureTap, x: torch.Tensor, at: set[int]) -> tuple[bool, int]:
-    tracer = _Interrupter(at)
+def _traced_call(
+    tap: FeatureTap, x: torch.Tensor, at: set[int], tracer_type: type[_Interrupter] = _Interrupter
+) -> tuple[bool, int]:
+    tracer = tracer_type(at)
     interrupted = False
     sys.settrace(tracer)
     try:
@@ -263,21 +265,9 @@ def test_an_interrupt_at_every_opcode_of_start_and_finish_leaves_nothing_behind(
                 return None  # count opcodes of these two methods only
             return super().__call__(frame, event, arg)
 
-    def traced(at: set[int]) -> tuple[bool, int]:
-        tracer = InBookkeeping(at)
-        interrupted = False
-        sys.settrace(tracer)
-        try:
-            tap.features(x)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            sys.settrace(None)
-        return interrupted, tracer.count
-
-    _, total = traced(set())
+    _, total = _traced_call(tap, x, set(), InBookkeeping)
     assert total > 50, total  # both methods were traced
     for k in range(1, total + 1):
-        interrupted, _ = traced({k})
+        interrupted, _ = _traced_call(tap, x, {k}, InBookkeeping)
         assert interrupted, k
         _assert_clean(net, before, values)
