@@ -25,8 +25,9 @@ from scatloss.adapters.aotgan import SCATDiscriminator
 from scatloss.adapters.lama import SCATAdversarialLoss
 from scatloss.criterion import SCATCriterion
 from tests._pins import B, S, holes, patch_d, smooth_images, tiny_seg
+from tests._pins import full_shape as _full_shape
 from tests._pins import identity as _identity
-from tests.test_pins_core import _full_shape, _stroke_reference
+from tests._pins import stroke_reference as _stroke_reference
 
 # ----------------------------------------------------------------------------------------------------------------------
 # adapters.aotgan: the hint for DDP-prefixed keys
