@@ -608,6 +608,20 @@ def test_global_negatives_use_every_ranks_masks_with_this_ranks_own_at_its_offse
     )  # type: ignore[arg-type]
     monkeypatch.setattr(crit, "_gather_holes", lambda h: (gathered, rank * h.shape[0]))
     got = crit.generator_step(prediction, image, hole)
+    want = _global_sem_reference(D, crit, prediction, image, hole, gathered)
+    torch.testing.assert_close(got["sem"], want, rtol=RTOL, atol=0.0)
+
+
+def _global_sem_reference(
+    D: TinyD,
+    crit: SCATCriterion,
+    prediction: torch.Tensor,
+    image: torch.Tensor,
+    hole: torch.Tensor,
+    gathered: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. 6 with every image's negatives corrupted by all of ``gathered`` (fill 0.5, ``conv2``, relu-sum)."""
+    b, n = image.shape[0], gathered.shape[0]
     want = reference_generator_terms(
         D,
         crit.objective,
@@ -617,11 +631,11 @@ def test_global_negatives_use_every_ranks_masks_with_this_ranks_own_at_its_offse
         textural=(),
         semantic="conv2",
         semantic_pool="relu_sum",
-        negative_masks=gathered.unsqueeze(0).expand(2, 6, 1, H, W),
+        negative_masks=gathered.unsqueeze(0).expand(b, n, 1, H, W),
         fill=0.5,
         kind="hinge",
     )
-    torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
+    return want["sem"]
 
 
 class FakeWorld:
@@ -741,21 +755,8 @@ def test_global_negatives_through_the_gather_equal_the_reference(mode: str, monk
         mode=mode,  # type: ignore[arg-type]
     )
     got = crit.generator_step(prediction, image, hole)
-    gathered = torch.cat([other, hole])
-    want = reference_generator_terms(
-        D,
-        crit.objective,
-        prediction,
-        image,
-        hole,
-        textural=(),
-        semantic="conv2",
-        semantic_pool="relu_sum",
-        negative_masks=gathered.unsqueeze(0).expand(2, 4, 1, H, W),
-        fill=0.5,
-        kind="hinge",
-    )
-    torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
+    want = _global_sem_reference(D, crit, prediction, image, hole, torch.cat([other, hole]))
+    torch.testing.assert_close(got["sem"], want, rtol=RTOL, atol=0.0)
 
 
 @pytest.mark.parametrize("negatives", ["batch", 2])
