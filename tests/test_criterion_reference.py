@@ -401,14 +401,16 @@ def test_separate_segmenter_terms_equal_the_reference(kind: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _semantic_only(crit: SCATCriterion, D: TinyD, b: int, h: int, w: int, masks: torch.Tensor) -> None:
-    """The criterion's semantic term on a ``b x 3 x h x w`` batch equals the reference with negatives ``masks``."""
-    g = torch.Generator().manual_seed(h * w)
-    image = torch.rand(b, 3, h, w, generator=g, dtype=F64) * 2 - 1
-    prediction = torch.rand(b, 3, h, w, generator=g, dtype=F64) * 2 - 1
-    hole = rect_masks(b, h, w)
-    got = crit.generator_step(prediction, image, hole)
-    m = masks.shape[0] // b
+def _semantic_reference(
+    D: TinyD,
+    crit: SCATCriterion,
+    prediction: torch.Tensor,
+    image: torch.Tensor,
+    hole: torch.Tensor,
+    negative_masks: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. 6 (``conv2``, relu-sum, the criterion's ``fill``) with negative ``(b, j)`` = image ``b`` corrupted by
+    ``negative_masks[b, j]`` (``(B, M, 1, H, W)``)."""
     want = reference_generator_terms(
         D,
         crit.objective,
@@ -418,11 +420,23 @@ def _semantic_only(crit: SCATCriterion, D: TinyD, b: int, h: int, w: int, masks:
         textural=(),
         semantic="conv2",
         semantic_pool="relu_sum",
-        negative_masks=masks.to(F64).view(b, m, 1, h, w),
+        negative_masks=negative_masks,
         fill=crit.fill,
         kind="hinge",
     )
-    torch.testing.assert_close(got["sem"], want["sem"], rtol=RTOL, atol=0.0)
+    return want["sem"]
+
+
+def _semantic_only(crit: SCATCriterion, D: TinyD, b: int, h: int, w: int, masks: torch.Tensor) -> None:
+    """The criterion's semantic term on a ``b x 3 x h x w`` batch equals the reference with negatives ``masks``."""
+    g = torch.Generator().manual_seed(h * w)
+    image = torch.rand(b, 3, h, w, generator=g, dtype=F64) * 2 - 1
+    prediction = torch.rand(b, 3, h, w, generator=g, dtype=F64) * 2 - 1
+    hole = rect_masks(b, h, w)
+    got = crit.generator_step(prediction, image, hole)
+    m = masks.shape[0] // b
+    want = _semantic_reference(D, crit, prediction, image, hole, masks.to(F64).view(b, m, 1, h, w))
+    torch.testing.assert_close(got["sem"], want, rtol=RTOL, atol=0.0)
 
 
 def test_default_sampler_is_a_seeded_mask_generator_per_image_size() -> None:
@@ -608,34 +622,8 @@ def test_global_negatives_use_every_ranks_masks_with_this_ranks_own_at_its_offse
     )  # type: ignore[arg-type]
     monkeypatch.setattr(crit, "_gather_holes", lambda h: (gathered, rank * h.shape[0]))
     got = crit.generator_step(prediction, image, hole)
-    want = _global_sem_reference(D, crit, prediction, image, hole, gathered)
+    want = _semantic_reference(D, crit, prediction, image, hole, gathered.expand(2, 6, 1, H, W))
     torch.testing.assert_close(got["sem"], want, rtol=RTOL, atol=0.0)
-
-
-def _global_sem_reference(
-    D: TinyD,
-    crit: SCATCriterion,
-    prediction: torch.Tensor,
-    image: torch.Tensor,
-    hole: torch.Tensor,
-    gathered: torch.Tensor,
-) -> torch.Tensor:
-    """Eq. 6 with every image's negatives corrupted by all of ``gathered`` (fill 0.5, ``conv2``, relu-sum)."""
-    b, n = image.shape[0], gathered.shape[0]
-    want = reference_generator_terms(
-        D,
-        crit.objective,
-        prediction,
-        image,
-        hole,
-        textural=(),
-        semantic="conv2",
-        semantic_pool="relu_sum",
-        negative_masks=gathered.unsqueeze(0).expand(b, n, 1, H, W),
-        fill=0.5,
-        kind="hinge",
-    )
-    return want["sem"]
 
 
 class FakeWorld:
@@ -755,7 +743,7 @@ def test_global_negatives_through_the_gather_equal_the_reference(mode: str, monk
         mode=mode,  # type: ignore[arg-type]
     )
     got = crit.generator_step(prediction, image, hole)
-    want = _global_sem_reference(D, crit, prediction, image, hole, torch.cat([other, hole]))
+    want = _semantic_reference(D, crit, prediction, image, hole, torch.cat([other, hole]).expand(2, 4, 1, H, W))
     torch.testing.assert_close(got["sem"], want, rtol=RTOL, atol=0.0)
 
 
