@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -105,6 +106,19 @@ def photos(n: int, size: int, *, low: float, seed: int = 0) -> torch.Tensor:
 
 def masks(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return MaskGenerator(size, size, seed=seed).sample(n)
+
+
+def interleaved_times(step: Callable[[str], Any], names: list[str], repeats: int) -> dict[str, list[float]]:
+    """Wall times (s) of ``step(name)`` for every name: one untimed warm-up round, then ``repeats`` rounds that
+    each run every name once in turn (interleaved, so drift in the machine's load hits every name alike)."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats + 1):
+        for name in names:
+            t0 = time.perf_counter()
+            step(name)
+            if r > 0:
+                times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def free_port() -> int:

@@ -177,13 +177,7 @@ def cost(model: Any, loss: Any, opts: argparse.Namespace) -> None:
             p.grad = None
 
     variants = ["release", "drop-in", "plain adversarial", "plain"]
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for r in range(opts.repeats + 1):
-        for v in variants:
-            t0 = time.perf_counter()
-            g_step(v)
-            if r > 0:
-                times[v].append(time.perf_counter() - t0)
+    times = _host.interleaved_times(g_step, variants, opts.repeats)
     mem = {v: peak_memory_bytes(lambda v=v: g_step(v)) / 2**30 for v in variants}
     med = {v: statistics.median(times[v]) for v in variants}
     _host.say(
@@ -223,13 +217,7 @@ def levers(model: Any, loss: Any, opts: argparse.Namespace) -> None:
         for p in (*netG.parameters(), *netD.parameters(), *losses[name].parameters()):
             p.grad = None
 
-    times: dict[str, list[float]] = {k: [] for k in configs}
-    for r in range(opts.repeats + 1):
-        for k in configs:
-            t0 = time.perf_counter()
-            g_step(k)
-            if r > 0:
-                times[k].append(time.perf_counter() - t0)
+    times = _host.interleaved_times(g_step, list(configs), opts.repeats)
     base = statistics.median(times["default (chunk 8)"])
     _host.say(f"\nlevers (drop-in generator step, median of {opts.repeats}):")
     for k, v in times.items():
