@@ -101,3 +101,13 @@ def test_make_demo_runs_the_demo_module() -> None:
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     demo_rule = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "-m examples.aotgan.demo" in demo_rule
+
+
+def test_training_crops_are_drawn_in_their_own_colours() -> None:
+    """``segmenter_train.png`` shows the photos as they are: ``--colour-augment``'s remapping is training-only."""
+    from examples.aotgan.data import ColourAugment, PhotoCrops
+
+    base = PhotoCrops("train", size=16, length=12, seed=0)
+    plain = demo._train_crops(base, 4)
+    torch.testing.assert_close(demo._train_crops(ColourAugment(base, seed=3), 4), plain, rtol=0, atol=0)
+    assert not torch.equal(torch.stack([ColourAugment(base, seed=3)[i * 3] for i in range(4)]), plain)

@@ -586,8 +586,6 @@ class ImageFolder(Dataset[torch.Tensor]):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Convenience
 class ColourAugment(Dataset[torch.Tensor]):
     """Training items with their colours re-mapped: a random permutation of the RGB channels and, with
     probability 1/2, the negative (``-x`` in ``[-1, 1]``), drawn from ``(seed, epoch, index)``.
@@ -640,6 +638,8 @@ class ColourAugment(Dataset[torch.Tensor]):
         return f"ColourAugment({self.base!r}, seed={self.seed})"
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Convenience
 # ----------------------------------------------------------------------------------------------------------------------
 
 

@@ -219,7 +219,10 @@ def segmenter_score(D: Any, comp: torch.Tensor) -> torch.Tensor:
 def _train_crops(train: Any, n: int) -> torch.Tensor:
     """``n`` training crops spread over the training set (deterministic: the crops are planned from the seed), in
     their photos' own colours (without ``--colour-augment``'s remapping, which is training-only)."""
-    train = getattr(train, "base", train)  # data.ColourAugment wraps the crops
+    from examples.aotgan.data import ColourAugment
+
+    if isinstance(train, ColourAugment):
+        train = train.base
     stride = max(1, len(train) // n)
     return torch.stack([train[i * stride] for i in range(n)])
 
