@@ -57,15 +57,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--groups", nargs="*", default=list(GROUPS), help="groups to draw from (default: all)")
     parser.add_argument("--include-checked", action="store_true", help="draw from checked mutants too")
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        help="file of mutant names (one per line, e.g. those run in full) never to draw: sample the rest",
+    )
     args = parser.parse_args()
     if args.per_group < 1:
         parser.error(f"--per-group: expected a positive int, got {args.per_group}")
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
         parser.error(f"--groups: expected names from {list(GROUPS)}, got {unknown}")
+    excluded = set(args.exclude.read_text().split()) if args.exclude else set()
     by_group: dict[str, list[str]] = defaultdict(list)
     for name, code in mutants(args.root).items():
         group = group_of(name)
+        if name in excluded:
+            continue
         if group in args.groups and (code is None or args.include_checked):
             by_group[group].append(name)
     if not by_group:
