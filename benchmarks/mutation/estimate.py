@@ -2,8 +2,8 @@
 
 A full ``make mutate`` does not fit a session on 2 cores, so the score is measured on two strata:
 
-* the mutants run in full (``--full FILE``: their names, e.g. every mutant of the functions that earlier samples
-  found weakest), counted exactly;
+* the mutants run in full (``--full FILE``, repeatable: their names, e.g. every mutant of the functions that
+  earlier samples found weakest), counted exactly;
 * every other mutant, estimated from a seeded sample of them (``--sample FILE``, drawn per group with
   ``sample.py --exclude FULL``): each group's sampled kill and equivalence rates are scaled to the group's
   population outside the full stratum.
@@ -12,7 +12,7 @@ Score = killed / (killed + survived + no tests), documented equivalents left out
 ``killed_outside.txt`` counted as killed (as ``score.py`` does). The 95 % interval comes from a stratified
 bootstrap of the sample (the full stratum has no sampling error). Usage::
 
-    python benchmarks/mutation/estimate.py --root mutants --full full.txt --sample sample.txt [--markdown]
+    python benchmarks/mutation/estimate.py --root mutants [--root rerun/mutants] --full full.txt --sample sample.txt
 """
 
 from __future__ import annotations
@@ -29,18 +29,25 @@ from score import KILLED, NO_TESTS, SURVIVED, load_equivalents
 Verdict = str  # "killed" | "alive" | "equivalent" | "unchecked"
 
 
-def verdicts(root: Path, equivalent: set[str], elsewhere: set[str]) -> dict[str, Verdict]:
+def verdicts(roots: list[Path], equivalent: set[str], elsewhere: set[str]) -> dict[str, Verdict]:
+    """Each mutant's verdict; with several roots (e.g. a rerun of the survivors in a newer tree) the last root
+    that checked a mutant decides."""
     out: dict[str, Verdict] = {}
-    for meta in sorted((root / "scatloss").rglob("*.meta")):
-        for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
-            if code is None:
-                out[name] = "unchecked"
-            elif code in KILLED or (code in SURVIVED | NO_TESTS and name in elsewhere):
-                out[name] = "killed"
-            elif code in SURVIVED | NO_TESTS:
-                out[name] = "equivalent" if name in equivalent else "alive"
-            else:
-                out[name] = "unchecked"  # a mutmut error code: not a verdict
+    codes: dict[str, int | None] = {}
+    for root in roots:
+        for meta in sorted((root / "scatloss").rglob("*.meta")):
+            for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+                if code is not None or name not in codes:
+                    codes[name] = code
+    for name, code in codes.items():
+        if code is None:
+            out[name] = "unchecked"
+        elif code in KILLED or (code in SURVIVED | NO_TESTS and name in elsewhere):
+            out[name] = "killed"
+        elif code in SURVIVED | NO_TESTS:
+            out[name] = "equivalent" if name in equivalent else "alive"
+        else:
+            out[name] = "unchecked"  # a mutmut error code: not a verdict
     return out
 
 
@@ -74,8 +81,15 @@ def combined(
 def main() -> None:
     here = Path(__file__).parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("mutants"))
-    parser.add_argument("--full", type=Path, required=True, help="names of the mutants run in full")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        help="mutants/ tree (default mutants); repeat it for reruns: the last root that checked a mutant decides",
+    )
+    parser.add_argument(
+        "--full", type=Path, action="append", required=True, help="names of the mutants run in full (repeatable)"
+    )
     parser.add_argument("--sample", type=Path, required=True, help="names of the sampled mutants (the rest)")
     parser.add_argument("--equivalent", type=Path, default=here / "equivalent.txt")
     parser.add_argument("--killed-elsewhere", type=Path, default=here / "killed_outside.txt")
@@ -84,16 +98,15 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
-    verdict = verdicts(
-        args.root, set(load_equivalents(args.equivalent)), set(load_equivalents(args.killed_elsewhere))
-    )
-    full_names = set(_names(args.full))
-    sample_names = _names(args.sample)
-    if full_names & set(sample_names):
-        parser.error("--full and --sample overlap: the sample must be drawn from the rest (sample.py --exclude)")
+    roots = args.root or [Path("mutants")]
+    verdict = verdicts(roots, set(load_equivalents(args.equivalent)), set(load_equivalents(args.killed_elsewhere)))
+    full_names = {name for path in args.full for name in _names(path)}
+    # A sample drawn before some of its functions joined the full stratum: those draws move to the full stratum,
+    # and what is left is still a uniform sample of the rest of each group.
+    sample_names = [name for name in _names(args.sample) if name not in full_names]
     unknown = sorted((full_names | set(sample_names)) - verdict.keys())
     if unknown:
-        parser.error(f"{len(unknown)} names are not mutants under {args.root}, e.g. {unknown[0]}")
+        parser.error(f"{len(unknown)} names are not mutants under {roots}, e.g. {unknown[0]}")
 
     by_group_full: dict[str, list[str]] = defaultdict(list)
     for name in full_names:
