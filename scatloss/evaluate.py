@@ -1200,9 +1200,10 @@ def detectability(
     (fixed masks, the same ``seed``). Lower AUROC / AP / IoU = fills harder to find = more seamless; a
     generator that copies the ground truth scores 0.5 AUROC.
 
-    Deterministic for a seed on one device and thread count: the probe's initial weights come from
-    ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's global RNG is left as it was),
-    image order and masks from private generators. The generator is run in eval mode without autograd and its
+    Deterministic for a seed on one device and thread count: the probe's initial weights come from torch's CPU
+    generator (and, for a CUDA run, the run device's generator) seeded with ``seed`` inside
+    ``torch.random.fork_rng``, so the caller's RNG state is left as it was on every device; image order and
+    masks come from private generators. The generator is run in eval mode without autograd and its
     modes are restored.
 
     Args:
@@ -1237,8 +1238,14 @@ def detectability(
     run_device = _resolve_device(device, generator, train_images)
     train = _stack_images(train_images, "train_images")
     n, c, h, w = train.shape
-    with torch.random.fork_rng(devices=[run_device] if run_device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    on_cuda = run_device.type == "cuda"
+    with torch.random.fork_rng(devices=[run_device] if on_cuda else []):
+        # Seed only the generators fork_rng restores: torch.manual_seed would also (re)seed every CUDA device's
+        # generator, which fork_rng does not give back (the caller's CUDA RNG state would change).
+        torch.random.default_generator.manual_seed(seed)
+        if on_cuda:
+            with torch.cuda.device(run_device):
+                torch.cuda.manual_seed(seed)
         probe = segmenter() if segmenter is not None else _default_probe(c, h, w)
     if not isinstance(probe, nn.Module):
         raise TypeError(f"segmenter: expected the factory to return an nn.Module, got {describe(probe)}")

@@ -282,3 +282,22 @@ def test_unavailable_device_is_a_clear_value_error(images: torch.Tensor) -> None
 def test_default_buckets_are_used(images: torch.Tensor) -> None:
     report = ev.segmentation_confusion(lambda x: x[:, :1], _grey, images)
     assert tuple(b.bounds for b in report.buckets) == BUCKETS
+
+
+def test_probe_seeds_no_cuda_generator_for_a_cpu_run(images: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU run seeds only torch's CPU generator (restored by ``fork_rng``): ``torch.manual_seed`` would also
+    re-seed every CUDA device's generator, which ``fork_rng(devices=[])`` does not give back, so on a machine with
+    a GPU the caller's CUDA random state would change. Checked through the CUDA seeding functions, as this
+    machine may have no GPU."""
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("manual_seed_all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("manual_seed", seed)))
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    calls.clear()
+    first = ev.detectability(_grey, images, images, steps=2, batch_size=2, seed=5, device="cpu")
+    assert calls == []
+    assert torch.equal(torch.rand(3), expected_next)
+    second = ev.detectability(_grey, images, images, steps=2, batch_size=2, seed=5, device="cpu")
+    assert first.to_dict() == second.to_dict()
