@@ -18,6 +18,7 @@ bootstrap of the sample (the full stratum has no sampling error). Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 from collections import defaultdict
@@ -29,9 +30,10 @@ from score import KILLED, NO_TESTS, SURVIVED, load_equivalents
 Verdict = str  # "killed" | "alive" | "equivalent" | "unchecked"
 
 
-def verdicts(roots: list[Path], equivalent: set[str], elsewhere: set[str]) -> dict[str, Verdict]:
+def verdicts(roots: list[Path], csvs: list[Path], equivalent: set[str], elsewhere: set[str]) -> dict[str, Verdict]:
     """Each mutant's verdict; with several roots (e.g. a rerun of the survivors in a newer tree) the last root
-    that checked a mutant decides."""
+    that checked a mutant decides, then the rows of the ``run,mutant,exit_code`` files in order (the last row of
+    a mutant decides)."""
     out: dict[str, Verdict] = {}
     codes: dict[str, int | None] = {}
     for root in roots:
@@ -39,6 +41,12 @@ def verdicts(roots: list[Path], equivalent: set[str], elsewhere: set[str]) -> di
             for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
                 if code is not None or name not in codes:
                     codes[name] = code
+    for path in csvs:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row["mutant"] not in codes:
+                    raise ValueError(f"{path}: {row['mutant']} is not a mutant of the given --root trees")
+                codes[row["mutant"]] = int(row["exit_code"])
     for name, code in codes.items():
         if code is None:
             out[name] = "unchecked"
@@ -88,6 +96,13 @@ def main() -> None:
         help="mutants/ tree (default mutants); repeat it for reruns: the last root that checked a mutant decides",
     )
     parser.add_argument(
+        "--verdicts",
+        type=Path,
+        action="append",
+        default=[],
+        help="run,mutant,exit_code CSV (e.g. results/session5/verdicts.csv), applied after the trees (repeatable)",
+    )
+    parser.add_argument(
         "--full", type=Path, action="append", required=True, help="names of the mutants run in full (repeatable)"
     )
     parser.add_argument("--sample", type=Path, required=True, help="names of the sampled mutants (the rest)")
@@ -99,7 +114,8 @@ def main() -> None:
     args = parser.parse_args()
 
     roots = args.root or [Path("mutants")]
-    verdict = verdicts(roots, set(load_equivalents(args.equivalent)), set(load_equivalents(args.killed_elsewhere)))
+    equivalent, elsewhere = set(load_equivalents(args.equivalent)), set(load_equivalents(args.killed_elsewhere))
+    verdict = verdicts(roots, args.verdicts, equivalent, elsewhere)
     full_names = {name for path in args.full for name in _names(path)}
     # A sample drawn before some of its functions joined the full stratum: those draws move to the full stratum,
     # and what is left is still a uniform sample of the rest of each group.
