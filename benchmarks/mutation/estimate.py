@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    if args.bootstrap < 1:
+        parser.error(f"--bootstrap: expected a positive int, got {args.bootstrap}")
 
     roots = args.root or [Path("mutants")]
     equivalent, elsewhere = set(load_equivalents(args.equivalent)), set(load_equivalents(args.killed_elsewhere))
