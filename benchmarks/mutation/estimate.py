@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
 
-from sample import GROUPS, group_of
+from sample import GROUPS, group_of, mutants
 from score import KILLED, NO_TESTS, SURVIVED, load_equivalents
 
 Verdict = str  # "killed" | "alive" | "equivalent" | "unchecked"
@@ -37,10 +36,9 @@ def verdicts(roots: list[Path], csvs: list[Path], equivalent: set[str], elsewher
     out: dict[str, Verdict] = {}
     codes: dict[str, int | None] = {}
     for root in roots:
-        for meta in sorted((root / "scatloss").rglob("*.meta")):
-            for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
-                if code is not None or name not in codes:
-                    codes[name] = code
+        for name, code in mutants(root).items():
+            if code is not None or name not in codes:
+                codes[name] = code
     for path in csvs:
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
@@ -134,16 +132,17 @@ def main() -> None:
         group = group_of(name)
         if group is not None and name not in full_names:
             population[group] += 1
-    sampled: dict[str, list[Verdict]] = defaultdict(list)
+    by_group_sample: dict[str, list[str]] = defaultdict(list)
     for name in sample_names:
-        sampled[group_of(name) or "other"].append(verdict[name])
+        by_group_sample[group_of(name) or "other"].append(name)
+    sampled = {g: [verdict[name] for name in names] for g, names in by_group_sample.items()}
 
     full = {g: stratum_counts(by_group_full[g], verdict) for g in GROUPS}
     rows = []
     for group in GROUPS:
         f = full[group]
-        s = stratum_counts([n for n in sample_names if group_of(n) == group], verdict)
-        k, t = combined({group: f}, {group: sampled[group]}, {group: population[group]})
+        s = stratum_counts(by_group_sample[group], verdict)
+        k, t = combined({group: f}, {group: sampled.get(group, [])}, {group: population[group]})
         rows.append((group, f, len(by_group_full[group]), s, population[group], k / t if t else float("nan")))
     k, t = combined(full, sampled, population)
 

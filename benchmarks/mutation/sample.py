@@ -72,9 +72,7 @@ def main() -> None:
     by_group: dict[str, list[str]] = defaultdict(list)
     for name, code in mutants(args.root).items():
         group = group_of(name)
-        if name in excluded:
-            continue
-        if group in args.groups and (code is None or args.include_checked):
+        if group in args.groups and name not in excluded and (code is None or args.include_checked):
             by_group[group].append(name)
     if not by_group:
         parser.error(f"no mutants under {args.root} (run mutmut once to generate them)")
