@@ -301,3 +301,64 @@ def test_probe_seeds_no_cuda_generator_for_a_cpu_run(images: torch.Tensor, monke
     assert torch.equal(torch.rand(3), expected_next)
     second = ev.detectability(_grey, images, images, steps=2, batch_size=2, seed=5, device="cpu")
     assert first.to_dict() == second.to_dict()
+
+
+class _StopProbe(Exception):
+    pass
+
+
+def test_probe_seeds_the_run_device_generator_for_a_cuda_run(
+    images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA run forks the RNG of the run device only and seeds that device's generator (inside
+    ``torch.cuda.device(run_device)``), not every device's, before the probe is built. Checked through the CUDA
+    functions, as this machine may have no GPU: the run stops when the probe factory is called."""
+    cuda1 = torch.device("cuda", 1)
+    events: list[tuple[str, object]] = []
+
+    class _Fork:
+        def __init__(self, devices: list[torch.device]) -> None:
+            events.append(("fork_rng", list(devices)))
+
+        def __enter__(self) -> None:
+            events.append(("enter", None))
+
+        def __exit__(self, *exc: object) -> None:
+            events.append(("exit", None))
+
+    class _Device:
+        def __init__(self, device: torch.device) -> None:
+            self.device = device
+
+        def __enter__(self) -> None:
+            events.append(("cuda.device", self.device))
+
+        def __exit__(self, *exc: object) -> None:
+            events.append(("cuda.device exit", self.device))
+
+    def factory() -> torch.nn.Module:
+        events.append(("factory", None))
+        raise _StopProbe
+
+    monkeypatch.setattr(ev, "_resolve_device", lambda device, generator, images: cuda1)
+    monkeypatch.setattr(torch.random, "fork_rng", lambda devices: _Fork(devices))
+    monkeypatch.setattr(torch.cuda, "device", _Device)
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: events.append(("manual_seed", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: events.append(("manual_seed_all", seed)))
+    state = torch.get_rng_state()
+    try:
+        with pytest.raises(_StopProbe):
+            ev.detectability(_grey, images, images, steps=1, batch_size=2, seed=7, segmenter=factory)
+        # the CPU generator was seeded with `seed` too
+        assert torch.equal(torch.rand(4), torch.rand(4, generator=torch.Generator().manual_seed(7)))
+    finally:
+        torch.set_rng_state(state)
+    assert events == [
+        ("fork_rng", [cuda1]),
+        ("enter", None),
+        ("cuda.device", cuda1),
+        ("manual_seed", 7),
+        ("cuda.device exit", cuda1),
+        ("factory", None),
+        ("exit", None),
+    ]
