@@ -10,7 +10,8 @@ timeouts (a mutant that makes a test hang is caught); ``survived`` a mutant ever
 are listed one per line in ``equivalent.txt`` (``mutant name  # reason``) and excluded from the score
 only if they survived. Survivors listed in ``killed_outside.txt`` (killed by a test mutmut cannot run for
 them, e.g. a deselected torch.compile test; each checked by hand) count as killed, in the column
-``elsewhere``. ``--names FILE`` scores only the listed mutants (a sample); ``--wilson`` adds a 95 % interval.
+``elsewhere``. ``--names FILE`` scores only the listed mutants (a sample); ``--wilson`` adds a 95 % interval;
+``--csv RUN`` prints the verdicts as ``RUN,mutant,exit_code`` rows instead (for ``estimate.py --verdicts``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def main() -> None:
     parser.add_argument(
         "--names", type=Path, help="count only the mutants listed in this file (one name per line, e.g. a sample)"
     )
+    parser.add_argument(
+        "--csv",
+        metavar="RUN",
+        help="print every checked mutant as a `run,mutant,exit_code` row (no header) labelled RUN, not the table "
+        "(a record of the run for estimate.py --verdicts)",
+    )
     args = parser.parse_args()
     equivalents = load_equivalents(args.equivalent)
     elsewhere = load_equivalents(args.killed_elsewhere)  # same file format
@@ -96,6 +103,10 @@ def main() -> None:
             if only is not None and name not in only:
                 continue
             c = counts[group_of(name, args.groups)]
+            if args.csv is not None:
+                if code is not None:
+                    print(f"{args.csv},{name},{code}")
+                continue
             if code is None:
                 c["not checked"] += 1
             elif code in KILLED:
@@ -112,6 +123,8 @@ def main() -> None:
                 c["no tests"] += 1
             else:
                 c["other"] += 1
+    if args.csv is not None:
+        return
     cols = ("killed", "elsewhere", "survived", "no tests", "equivalent", "other", "not checked")
     rows = []
     total: Counter[str] = Counter()
