@@ -218,3 +218,26 @@ def test_release_contrastive_num_feat_layers_picks_the_textural_layers() -> None
         _close(text, _release_textural(netD, comp, images, corrupted, n))
         _close(sem, want["sem"])
     _close(_release_textural(netD, comp, images, corrupted, 5), want["text"])
+
+
+def test_release_contrastive_chunk_size_holds_when_dualadv_g_builds_the_shared_state() -> None:
+    """The trainer's order with a non-default ``chunk_size``: ``dualadv.G`` runs first (and builds the shared
+    state), then ``Contrastive(chunk_size=2)`` still runs x, x~ and the negatives in passes of at most 2 (it was
+    once silently left at 8), and keeps the anchor ``G`` computed; with ``num_feat_layers = 3`` the next ``G``
+    keeps the three-layer state instead of rebuilding it for five."""
+    netD, images, masks, corrupted, comp = _case(3)
+    seen: list[int] = []
+    netD.blocks[0][0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    adv = release_module.dualadv(ARGS)
+    loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16, chunk_size=2)
+    adv.G(netD, comp, 1 - masks)
+    text, sem = loss(corrupted, comp, images, masks, 5)
+    assert seen == [3, 2, 1, 2, 1, 2, 2, 2]  # anchor from G, x in 2 + 1, x~ in 2 + 1, 6 negatives in 2s
+    want = release_reference(netD, loss.mlp, comp, images, masks)
+    _close(text, want["text"])
+    _close(sem, want["sem"])
+    loss(corrupted, comp, images, masks, 3)
+    state = release_module._shared(netD)
+    assert (len(state.criterion.textural_layers), state.criterion.chunk_size) == (2, 2)
+    adv.G(netD, comp, 1 - masks)
+    assert release_module._shared(netD) is state

@@ -116,12 +116,22 @@ class _Shared:
 _SHARED: weakref.WeakKeyDictionary[nn.Module, _Shared] = weakref.WeakKeyDictionary()
 
 
-def _shared(netD: nn.Module, num_feat_layers: int = 5, chunk_size: int = 8) -> _Shared:
+def _shared(netD: nn.Module, num_feat_layers: int | None = None, chunk_size: int | None = None) -> _Shared:
+    """The state of ``netD``, built (or rebuilt for another layer count) on demand. ``None`` keeps the state's
+    current value (5 layers, chunks of 8 for a new state): ``dualadv.G`` passes neither, so the options of
+    ``Contrastive`` stand whichever of the two runs first."""
     state = _SHARED.get(netD)
+    if state is not None:
+        num_feat_layers = len(state.criterion.textural_layers) + 1 if num_feat_layers is None else num_feat_layers
+        chunk_size = state.criterion.chunk_size if chunk_size is None else chunk_size
+    num_feat_layers = 5 if num_feat_layers is None else num_feat_layers
+    chunk_size = 8 if chunk_size is None else chunk_size
     if state is None or len(state.criterion.textural_layers) != num_feat_layers - 1:
         textural, semantic = release_layers(netD, num_feat_layers)
         state = _Shared(netD, textural, semantic, chunk_size)
         _SHARED[netD] = state
+    else:
+        state.criterion.chunk_size = chunk_size
     return state
 
 
