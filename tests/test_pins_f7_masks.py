@@ -64,3 +64,13 @@ def test_load_state_dict_names_a_non_tensor_rng_state() -> None:
 def test_a_seed_that_is_not_a_non_negative_int_gets_the_named_error(seed: object) -> None:
     with pytest.raises(TypeError, match="seed: expected a non-negative int"):
         free_form_mask(8, 8, seed=seed)  # type: ignore[arg-type]
+
+
+def test_nearest_resampling_at_full_height_takes_the_top_left_pixel_of_each_block() -> None:
+    # Same height, width divided by 4: "nearest" keeps column 0 of every 4-column block (as F.interpolate
+    # does), never the block's maximum.
+    hole = torch.zeros(1, 1, 3, 8)
+    hole[..., 1::4] = 1.0  # one hole column inside each block, never its first column
+    got = masks_module.resample_hole(hole, (3, 2), mode="nearest")
+    torch.testing.assert_close(got, torch.nn.functional.interpolate(hole, size=(3, 2), mode="nearest"))
+    assert float(got.sum()) == 0.0
