@@ -1,8 +1,9 @@
-"""Tests pinning :mod:`scatloss.evaluate` behaviour that the session-7 mutation rerun found unchecked.
+"""Tests pinning behaviour that the session-7 mutation rerun found unchecked, mostly in :mod:`scatloss.evaluate`.
 
 Re-batching yields no empty batch when a new image size follows a run of whole batches, ``evaluate`` names
-``buckets`` in its error for an empty bucket list, and a float or bool ``seed`` gets the named error from both
-``evaluate`` and ``segmentation_confusion``. Each expectation is the documented contract or an exact message.
+``buckets`` in its error for an empty bucket list and refuses a float or bool ``seed`` by name, and
+:func:`scatloss.functional.semantic_contrastive_loss` runs its additive normalisation of bf16 features in
+float32. Each expectation is the documented contract, an exact message or a float64 InfoNCE written out.
 """
 
 from __future__ import annotations
