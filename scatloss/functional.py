@@ -105,6 +105,10 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
     if t.shape[1] != 1:
         raise ValueError(f"{name}: expected a per-pixel logit map of shape (B, 1, h, w), got shape {tuple(t.shape)}")
     check_nonempty_batch(name, t)
+    if t.shape[2] == 0 or t.shape[3] == 0:
+        raise ValueError(
+            f"{name}: expected a logit map with at least one row and one column, got shape {tuple(t.shape)}"
+        )
     return t
 
 
@@ -184,7 +188,8 @@ def scat_segmenter_loss(
     Raises:
         TypeError: non-floating logits, a hole that is neither float nor bool.
         ValueError: shapes (batch mismatch, a hole with more than one channel, logits not ``(B, 1, h, w)``
-            or of different shapes), hole values outside ``[0, 1]``, unknown options.
+            or of different shapes, an empty batch or a map with no rows or columns), hole values outside
+            ``[0, 1]``, unknown options.
     """
     fake_logits = _check_logits("fake_logits", fake_logits)
     real_logits = _check_logits("real_logits", real_logits)

@@ -713,3 +713,46 @@ def test_lama_configure_optimizers_recipe_keeps_every_loss_kind_working() -> Non
     for adversarial_loss, extra in ((NonSaturatingWithR1(), 0), (SCATAdversarialLoss(segmenter=tiny_segmenter()), 1)):
         params = [*disc.parameters(), *getattr(adversarial_loss, "discriminator_parameters", tuple)()]
         assert len(params) == len(list(disc.parameters())) + extra * len(list(tiny_segmenter().parameters()))
+
+
+@pytest.mark.parametrize("name", ["hidden_features", "out_features"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "256"])
+def test_scat_discriminator_refuses_a_head_size_that_is_not_a_positive_int(name: str, value: object) -> None:
+    # Refused at construction, naming the argument (a zero-width head used to fail only at the first step; a
+    # float used to be truncated silently).
+    with pytest.raises(ValueError, match=f"^{name}: expected a positive int"):
+        SCATDiscriminator(AOTDiscriminator(), segmenter=tiny_segmenter(), **{name: value})  # type: ignore[arg-type]
+
+
+def test_lama_replaced_segmenter_is_the_one_trained_with_contrastive_terms() -> None:
+    # With contrastive terms the cached criterion is built for the host's D; assigning a new segmenter must
+    # rebuild it, so the discriminator step trains the new segmenter (the one in the optimiser), not the old.
+    loss = SCATAdversarialLoss(
+        segmenter=tiny_segmenter(), textural_layers=("model0",), semantic_layer=None, gp_coef=0.0
+    )
+    host = LaMaHost(loss)
+    host.generator_step(lama_batch())
+    old = loss.segmenter
+    assert loss.criterion().segmenter is old
+    loss.segmenter = tiny_segmenter()
+    assert loss.criterion().segmenter is loss.segmenter and loss.criterion().discriminator is host.discriminator
+    batch = lama_batch()
+    img, mask = batch["image"], batch["mask"]
+    pred = torch.zeros(B, 1, 9, 9)
+    total, _ = loss.discriminator_loss(img, mask * torch.rand_like(img) + (1 - mask) * img, pred, pred, mask)
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.segmenter.parameters() if p.dim() > 1)
+    assert all(p.grad is None for p in old.parameters())
+
+
+def test_aotgan_criterion_follows_a_replaced_segmenter_or_discriminator() -> None:
+    s = aot_setup()
+    netD, adv_loss = s["netD"], s["adv_loss"]
+    first = adv_loss.criterion(netD)
+    assert adv_loss.criterion(netD) is first  # cached while nothing changed
+    netD.segmenter = tiny_segmenter()
+    crit = adv_loss.criterion(netD)
+    assert crit.segmenter is netD.segmenter and crit.discriminator is netD.netD
+    netD.netD = AOTDiscriminator()
+    crit = adv_loss.criterion(netD)
+    assert crit.discriminator is netD.netD and crit.segmenter is netD.segmenter

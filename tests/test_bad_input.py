@@ -585,3 +585,20 @@ def test_the_release_drop_in_reads_back_once_per_call(monkeypatch: pytest.Monkey
         counter.reset()
         call()
         assert (counter.reads, counter.syncs) == (1, 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 0, 4), (2, 1, 4, 0)])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_logit_map_without_rows_or_columns_is_a_named_error(shape: tuple[int, ...], backend: str) -> None:
+    # Used to reach the kernels: ZeroDivisionError from the resampling on the PyTorch path, an empty result on
+    # the Triton path. Both sides of SCAT and the module form name the argument.
+    empty, full, hole = torch.zeros(shape), torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 8, 8)
+    msg = r"expected a logit map with at least one row and one column, got shape \(2, 1, "
+    with pytest.raises(ValueError, match="^fake_logits: " + msg):
+        SF.scat_generator_loss(empty, hole, backend=backend)
+    with pytest.raises(ValueError, match="^fake_logits: " + msg):
+        SF.scat_segmenter_loss(empty, full, hole, backend=backend)
+    with pytest.raises(ValueError, match="^real_logits: " + msg):
+        SF.scat_segmenter_loss(full, empty, hole, backend=backend)
+    with pytest.raises(ValueError, match="^fake_logits: " + msg):
+        scatloss.SCATLoss()(empty, hole)

@@ -11,7 +11,6 @@ written out with :mod:`scatloss.reference`, the documented parameter names, or a
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import pytest
@@ -161,15 +160,12 @@ def test_options_reach_every_term(options: dict[str, Any]) -> None:
     assert float(t["g_sem"]) == pytest.approx(float(sem), rel=1e-6)
 
 
-def test_a_head_with_an_empty_hidden_layer_is_refused_at_the_first_call() -> None:
-    """The discriminator's head sizes reach the semantic loss: ``hidden_features=0`` (torch builds the empty
-    ``Linear``) is refused by the first call with the semantic loss's ``ValueError`` naming ``hidden_features``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch: "Initializing zero-element tensors is a no-op"
-        d = SCATDiscriminator(patch_d(), segmenter=nn.Conv2d(3, 1, 3, padding=1), hidden_features=0)
-    real, masks = aot_images(), holes()
-    with pytest.raises(ValueError, match=f"^{re.escape('hidden_features: expected a positive int, got 0')}$"):
-        SCATGANLoss()(d, composite(real, masks), real, masks)
+def test_a_head_with_an_empty_hidden_layer_is_refused_at_construction() -> None:
+    """``hidden_features=0`` (torch would build the empty ``Linear``) is refused when the wrapper is built, with a
+    ``ValueError`` naming ``hidden_features`` (it used to pass and fail only at the first call)."""
+    msg = "hidden_features: expected a positive int (a projection head size), got 0"
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+        SCATDiscriminator(patch_d(), segmenter=nn.Conv2d(3, 1, 3, padding=1), hidden_features=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -195,14 +195,19 @@ def test_fused_scat_averages_a_low_precision_mask_in_the_kernels_precision(
 
 @cpu_tier
 @pytest.mark.parametrize("size", [(0, 3), (0, 4)])
-def test_fused_scat_accepts_logits_without_rows(size: tuple[int, int]) -> None:
-    """Logits of height 0 (a legal ``(B, 1, 0, w)`` map) and a ``4 x 4`` mask: nothing to resample; the per-pixel
-    loss is an empty ``(B, 1, 0, w)`` map, its sum 0 and its mean NaN (the mean of nothing, as torch)."""
+def test_fused_scat_kernels_take_logits_without_rows(size: tuple[int, int]) -> None:
+    """The fused kernels' layer (:mod:`scatloss.ops.scat`, validated inputs) on logits of height 0 and a ``4 x 4``
+    mask: nothing to resample; the per-pixel loss is an empty ``(B, 1, 0, w)`` map, its sum 0 and its mean NaN (the
+    mean of nothing, as torch). The functional API refuses such a map by name before it reaches the kernels."""
+    from scatloss.ops import scat as fused
+
     fake, real = torch.zeros(B, 1, *size), torch.zeros(B, 1, *size)
     hole = _hole((B, 1, 4, 4), seed=7, dtype=torch.float32)
-    assert SF.scat_segmenter_loss(fake, real, hole, reduction="none", backend="triton").shape == (B, 1, *size)
-    assert float(SF.scat_segmenter_loss(fake, real, hole, reduction="sum", backend="triton")) == 0.0
-    assert math.isnan(float(SF.scat_generator_loss(fake, hole, reduction="mean", backend="triton")))
+    assert fused.scat_segmenter_loss(fake, real, hole, reduction="none").shape == (B, 1, *size)
+    assert float(fused.scat_segmenter_loss(fake, real, hole, reduction="sum")) == 0.0
+    assert math.isnan(float(fused.scat_generator_loss(fake, hole, reduction="mean")))
+    with pytest.raises(ValueError, match="^fake_logits: expected a logit map with at least one row and one column"):
+        SF.scat_segmenter_loss(fake, real, hole, reduction="none", backend="triton")
 
 
 @pytest.mark.gpu

@@ -129,10 +129,15 @@ def test_ops_infonce_default_reduction_is_mean():
 
 @needs_triton_cpu
 def test_triton_segmenter_loss_zero_width_logits():
-    """Zero-width logit maps on the Triton path give an empty per-pixel loss (no resampling, no error)."""
+    """The fused kernels' layer (:mod:`scatloss.ops.scat`, validated inputs) on a zero-width logit map: an empty
+    per-pixel loss (no resampling, no error). The functional API refuses such a map by name."""
+    from scatloss.ops import scat as fused
+
     z = torch.zeros(1, 1, 2, 0)
-    out = F.scat_segmenter_loss(z, z, torch.zeros(1, 1, 4, 4), backend="triton", reduction="none")
+    out = fused.scat_segmenter_loss(z, z, torch.zeros(1, 1, 4, 4), reduction="none")
     assert out.shape == (1, 1, 2, 0)
+    with pytest.raises(ValueError, match="^fake_logits: expected a logit map with at least one row and one column"):
+        F.scat_segmenter_loss(z, z, torch.zeros(1, 1, 4, 4), backend="triton", reduction="none")
 
 
 def test_reconstruction_mean_is_one_mean_over_all_elements():

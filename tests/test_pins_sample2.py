@@ -77,13 +77,16 @@ def test_gan_loss_last_terms_starts_as_an_empty_dict() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
-def test_gan_loss_passes_the_discriminator_head_sizes_to_its_objective() -> None:
-    """The objective is built with the SCATDiscriminator's head sizes: ``out_features=0`` is refused by name
-    (the objective's check) when the criterion is built."""
+def test_gan_loss_objective_uses_the_discriminator_head() -> None:
+    """The objective's semantic term projects with the SCATDiscriminator's own head (the one ``generator_parameters``
+    hands to optimG), of the sizes given to the wrapper; ``out_features=0`` is refused by name at construction."""
     torch.manual_seed(0)
-    d = SCATDiscriminator(patch_d(), segmenter=tiny_seg(), hidden_features=4, out_features=0)
-    with pytest.raises(ValueError, match=r"^out_features: expected a positive int, got 0$"):
-        SCATGANLoss().criterion(d)
+    d = SCATDiscriminator(patch_d(), segmenter=tiny_seg(), hidden_features=4, out_features=3)
+    head = SCATGANLoss().criterion(d).objective.semantic.projection
+    assert head is d.projection
+    assert [tuple(m.weight.shape) for m in head if isinstance(m, nn.Linear)] == [(4, d.feature_dim), (3, 4)]
+    with pytest.raises(ValueError, match=r"^out_features: expected a positive int \(a projection head size\), got 0$"):
+        SCATDiscriminator(patch_d(), segmenter=tiny_seg(), hidden_features=4, out_features=0)
 
 
 def test_gan_loss_mask_batch_error_names_masks() -> None:

@@ -237,9 +237,7 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(
 ) -> None:
     """The issue's failure: a NaN at step 5 used to be checkpointed and rotate step 4 away (keep 1)."""
     out = tmp_path / "run"
-    monkeypatch.setattr(
-        SCATCriterion, "generator_step", _poisoning(SCATCriterion.generator_step, "rec", math.nan, {5})
-    )
+    monkeypatch.setattr(SCATCriterion, "generator_step", _poisoning(SCATCriterion.generator_step, "rec", math.nan, {5}))
     argv = [*TINY_ARGS, "--out", str(out), "--steps", "6", "--ckpt-every", "2", "--keep-checkpoints", "1"]
     assert main(argv) == 3
 
@@ -257,9 +255,7 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(
 def test_the_stop_line_starts_a_line_of_its_own_after_the_progress_bar(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(
-        SCATCriterion, "generator_step", _poisoning(SCATCriterion.generator_step, "adv", math.inf, {2})
-    )
+    monkeypatch.setattr(SCATCriterion, "generator_step", _poisoning(SCATCriterion.generator_step, "adv", math.inf, {2}))
     argv = [*TINY_ARGS, "--progress", "--out", str(tmp_path / "run"), "--steps", "3"]
     assert main(argv) == 3
     err = capsys.readouterr().err

@@ -129,7 +129,7 @@ class SCATDiscriminator(nn.Module):
     Raises:
         TypeError: ``netD`` / ``segmenter`` not an ``nn.Module``, or ``netD`` DDP/DataParallel-wrapped.
         ValueError: layers cannot be auto-detected, a named layer does not exist, ``feature_dim`` cannot be
-            inferred.
+            inferred, ``hidden_features`` / ``out_features`` not a positive int.
 
     Example::
 
@@ -171,6 +171,9 @@ class SCATDiscriminator(nn.Module):
         if segmenter is not None and not isinstance(segmenter, nn.Module):
             raise TypeError(f"segmenter: expected a torch.nn.Module or None, got {describe(segmenter)}")
         self.semantic_pool = check_choice("semantic_pool", semantic_pool, ("relu_sum", "mean", "flatten"))
+        for name, value in (("hidden_features", hidden_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int (a projection head size), got {value!r}")
 
         auto_text = auto_sem = None
         auto_dim: int | None = None
@@ -476,8 +479,13 @@ class SCATGANLoss(nn.Module):
         """The :class:`~scatloss.SCATCriterion` this loss uses for ``netD`` (built on first use, then cached)."""
         key = id(netD)
         cached = self._criteria.get(key)
-        if cached is not None and cached[0]() is netD:
-            return cached[1]
+        if (
+            cached is not None
+            and cached[0]() is netD
+            and cached[1].discriminator is netD.netD
+            and cached[1].segmenter is netD.segmenter
+        ):
+            return cached[1]  # rebuilt below when netD.netD or netD.segmenter was replaced
         crit = SCATCriterion(
             netD.netD,
             segmenter=netD.segmenter,

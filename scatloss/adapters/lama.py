@@ -288,7 +288,7 @@ class SCATAdversarialLoss(nn.Module):
         # The host's discriminator is held, not registered: its parameters are the host's to optimise and save.
         # So are the criterion and the discriminator it was built for (assigning a Module attribute registers it).
         self._nets: dict[str, nn.Module | None] = {"D": discriminator}
-        self._cache: dict[str, Any] = {"criterion": None, "for": None}
+        self._cache: dict[str, Any] = {"criterion": None}
 
     # --------------------------------------------------------------------------------------------------
     @property
@@ -322,7 +322,9 @@ class SCATAdversarialLoss(nn.Module):
             # discriminator stays untouched (not even frozen).
             d = self.segmenter
         crit: SCATCriterion | None = self._cache["criterion"]
-        if crit is None or self._cache["for"] is not d:
+        # Rebuilt when the discriminator or the segmenter was replaced (a stale criterion would keep training
+        # the old segmenter while the optimiser holds the new one's parameters).
+        if crit is None or crit.discriminator is not d or crit.segmenter is not self.segmenter:
             crit = SCATCriterion(
                 d,
                 segmenter=self.segmenter,
@@ -338,7 +340,7 @@ class SCATAdversarialLoss(nn.Module):
                 objective=self.objective,
                 freeze_discriminator=True,
             )
-            self._cache.update(criterion=crit, **{"for": d})
+            self._cache["criterion"] = crit
         return crit
 
     # --------------------------------------------------------------------------------------------------
