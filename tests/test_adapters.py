@@ -756,3 +756,8 @@ def test_aotgan_criterion_follows_a_replaced_segmenter_or_discriminator() -> Non
     netD.netD = AOTDiscriminator()
     crit = adv_loss.criterion(netD)
     assert crit.discriminator is netD.netD and crit.segmenter is netD.segmenter
+
+
+def test_scat_discriminator_takes_a_head_of_size_one() -> None:
+    netD = SCATDiscriminator(AOTDiscriminator(), segmenter=tiny_segmenter(), hidden_features=1, out_features=1)
+    assert [tuple(m.weight.shape)[0] for m in netD.projection if isinstance(m, nn.Linear)] == [1, 1]
