@@ -543,7 +543,12 @@ def _resolve_device(device: torch.device | str | None, generator: Any, images: A
 
 
 def _mask_seed(seed: int, index: int, bucket: tuple[float, float], k: int) -> int:
-    """A 63-bit seed for one (image, bucket, mask) triple: stable across platforms and torch versions."""
+    """A seed for one (image, bucket, mask) triple: stable across platforms and torch versions.
+
+    The value has 63 bits, but torch's CPU generator (mt19937) seeds from its low 32 bits only, so there are
+    2**32 distinct mask streams: two triples can share masks by chance (harmless for the scores; kept as is so
+    that reports stay comparable across versions).
+    """
     words = [seed, index, round(bucket[0] * 1_000_000), round(bucket[1] * 1_000_000), k]
     state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
