@@ -90,6 +90,24 @@ def release_reference(netD: nn.Module, mlp: nn.Module, comp: torch.Tensor, image
     return {"d_global": d_global, "d_scat": d_scat, "g_adv": g_adv, "g_scat": g_scat, "text": text, "sem": sem}
 
 
+def release_case(b: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A float64 release-layout D in eval mode (no power iteration), ``b`` images in [-1, 1], hole masks (1 =
+    missing), the corrupted input (holes filled with 1) and a composite of a random prediction."""
+    torch.manual_seed(0)
+    netD = ReleaseLikeD().double().eval()
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(b, 3, SIZE, SIZE, generator=gen, dtype=torch.float64) * 2 - 1
+    masks = MaskGenerator(SIZE, SIZE, seed=1).sample(b).double()
+    pred = torch.rand(images.shape, generator=gen, dtype=torch.float64) * 2 - 1
+    comp = masks * pred + (1 - masks) * images
+    return netD, images, masks, images * (1 - masks) + masks, comp
+
+
+def assert_close_f64(got: torch.Tensor, want: torch.Tensor) -> None:
+    """float64 agreement with a term written out another way (summation order only)."""
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
 def _setup(b: int):
     torch.manual_seed(0)
     netD = ReleaseLikeD().double().eval()

@@ -17,9 +17,8 @@ from torch import nn
 from scatloss.adapters import release as release_module
 from scatloss.adapters._common import broadcast_parameters
 from scatloss.adapters.lama import SCATAdversarialLoss
-from scatloss.masks import MaskGenerator
 from tests._pins import B, C, S, holes, tiny_seg
-from tests.test_adapters_release import SIZE, ReleaseLikeD
+from tests.test_adapters_release import SIZE, release_case
 
 pytest.importorskip("torchmetrics")
 
@@ -31,16 +30,6 @@ from scatloss.evaluate import BucketMetrics  # noqa: E402
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _release_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    netD = ReleaseLikeD().double().eval()
-    gen = torch.Generator().manual_seed(3)
-    images = torch.rand(2, 3, SIZE, SIZE, generator=gen, dtype=torch.float64) * 2 - 1
-    masks = MaskGenerator(SIZE, SIZE, seed=1).sample(2).double()
-    pred = torch.rand(images.shape, generator=gen, dtype=torch.float64) * 2 - 1
-    return netD, masks * pred + (1 - masks) * images, masks
-
-
 @pytest.mark.parametrize(
     ("scat_type", "term"),
     [("nsgan", lambda z: F.softplus(-z)), ("lsgan", lambda z: (z - 1).square())],
@@ -49,7 +38,7 @@ def test_release_g_scat_term_uses_scat_type_on_the_hole(scat_type: str, term: An
     """``dualadv.G``'s SCAT term follows ``args.SCAT_type`` (nsgan: ``softplus(-S)``, lsgan: ``(S - 1)^2``), restricted
     to the hole and divided by every pixel (the release's ``mean(l(S(comp)) * (1 - valid))``); the global term
     follows ``globalgan_type`` (hinge: ``-mean(D(comp))``)."""
-    netD, comp, masks = _release_case()
+    netD, _, masks, _, comp = release_case(2)
     adv = release_module.dualadv(SimpleNamespace(globalgan_type="hingegan", SCAT_type=scat_type))
     g_adv, g_scat = adv.G(netD, comp, 1 - masks)
     with torch.no_grad():
@@ -61,7 +50,7 @@ def test_release_g_scat_term_uses_scat_type_on_the_hole(scat_type: str, term: An
 def test_release_g_checks_fake_is_4d() -> None:
     """``dualadv.G`` with a 3-D ``fake`` raises ``ValueError`` naming ``fake`` and its shape, before the mask check
     or netD run."""
-    netD, comp, masks = _release_case()
+    netD, _, masks, _, comp = release_case(2)
     adv = release_module.dualadv(SimpleNamespace())
     with pytest.raises(ValueError, match=rf"^fake: expected a 4-D tensor, got shape \(3, {SIZE}, {SIZE}\)$"):
         adv.G(netD, comp[0], 1 - masks)

@@ -27,9 +27,8 @@ from torch import nn
 from scatloss.adapters import release as release_module
 from scatloss.adapters._common import conv_blocks, default_layers, layer_channels
 from scatloss.adapters.lama import SCATAdversarialLoss
-from scatloss.masks import MaskGenerator
 from tests._pins import B, C, S, holes, patch_d, tiny_seg
-from tests.test_adapters_release import SIZE, ReleaseLikeD
+from tests.test_adapters_release import SIZE, ReleaseLikeD, release_case
 
 # ----------------------------------------------------------------------------------------------------------------------
 # _common.check_criterion_options (through SCATAdversarialLoss, which checks at construction)
@@ -190,22 +189,11 @@ def test_release_layers_plain_blocks_and_missing_linear_middle() -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _release_case(b: int = 2) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A float64 release-layout D in eval mode, images in [-1, 1], hole masks (1 = missing) and a composite."""
-    torch.manual_seed(0)
-    netD = ReleaseLikeD().double().eval()
-    gen = torch.Generator().manual_seed(3)
-    images = torch.rand(b, 3, SIZE, SIZE, generator=gen, dtype=torch.float64) * 2 - 1
-    masks = MaskGenerator(SIZE, SIZE, seed=1).sample(b).double()
-    pred = torch.rand(images.shape, generator=gen, dtype=torch.float64) * 2 - 1
-    return netD, images, masks, masks * pred + (1 - masks) * images
-
-
 def test_release_g_unwraps_a_ddp_wrapped_discriminator() -> None:
     """``dualadv.G`` on a DDP-wrapped D (world size 1) runs the module inside and gives the plain call's terms."""
     if not dist.is_available() or dist.is_initialized():
         pytest.skip("needs torch.distributed and no process group yet")
-    netD, _, masks, comp = _release_case()
+    netD, _, masks, _, comp = release_case(2)
     adv = release_module.dualadv(SimpleNamespace())
     want = adv.G(netD, comp, 1 - masks)
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,7 +209,7 @@ def test_release_g_unwraps_a_ddp_wrapped_discriminator() -> None:
 def test_release_d_checks_real_and_the_valid_mask_under_their_names() -> None:
     """``dualadv.D``: a 3-D ``real`` is refused naming ``real`` and its shape; valid masks of another batch size
     are refused naming ``masks (valid, 1 = known)`` and the batch of ``real``."""
-    netD, images, masks, comp = _release_case()
+    netD, images, masks, _, comp = release_case(2)
     adv = release_module.dualadv(SimpleNamespace())
     with pytest.raises(ValueError, match=rf"^real: expected a 4-D tensor, got shape \(3, {SIZE}, {SIZE}\)$"):
         adv.D(netD, comp, images[0], 1 - masks)
@@ -242,7 +230,7 @@ def test_release_d_terms_follow_the_args_loss_types(gan_type: str, real_term: An
     """``dualadv.D``'s global term follows ``args.globalgan_type`` and its SCAT term ``args.SCAT_type`` (each set
     here to a non-hinge form, the other one hinge): global ``mean(l+(D(x))) + mean(l-(D(comp)))``, SCAT
     ``mean(l+(S(x))) + mean(l+(S(comp)) * valid) + mean(l-(S(comp)) * hole)``."""
-    netD, images, masks, comp = _release_case()
+    netD, images, masks, _, comp = release_case(2)
     with torch.no_grad():
         _, _, gf, pf = netD(comp)
         _, _, gr, pr = netD(images)

@@ -19,27 +19,9 @@ import torch
 from torch import nn
 
 from scatloss.adapters import release as release_module
-from scatloss.masks import MaskGenerator
-from tests.test_adapters_release import SIZE, ReleaseLikeD, release_reference
+from tests.test_adapters_release import ReleaseLikeD, assert_close_f64, release_case, release_reference
 
 ARGS = SimpleNamespace(globalgan_type="hingegan", SCAT_type="hingegan")
-
-
-def _case(b: int = 3) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A float64 release-layout D in eval mode (no power iteration), images, hole masks, the corrupted input
-    (holes filled with 1) and a composite."""
-    torch.manual_seed(0)
-    netD = ReleaseLikeD().double().eval()
-    gen = torch.Generator().manual_seed(3)
-    images = torch.rand(b, 3, SIZE, SIZE, generator=gen, dtype=torch.float64) * 2 - 1
-    masks = MaskGenerator(SIZE, SIZE, seed=1).sample(b).double()
-    pred = torch.rand(images.shape, generator=gen, dtype=torch.float64) * 2 - 1
-    comp = masks * pred + (1 - masks) * images
-    return netD, images, masks, images * (1 - masks) + masks, comp
-
-
-def _close(got: torch.Tensor, want: torch.Tensor) -> None:
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -66,14 +48,14 @@ def test_contrastive_defaults_are_the_releases() -> None:
 def test_contrastive_without_head_equals_the_release_without_mlp() -> None:
     """``no_mlp=True``: no head (``mlp`` is None, no parameters) and the terms are the release's with the pooled
     bottleneck features used as they are (the stand-in with an identity head)."""
-    netD, images, masks, corrupted, comp = _case()
+    netD, images, masks, corrupted, comp = release_case(3)
     loss = release_module.Contrastive(ARGS, netD, True)
     assert loss.no_mlp is True
     assert loss.mlp is None and not list(loss.parameters())
     text, sem = loss(corrupted, comp, images, masks, 5)
     want = release_reference(netD, nn.Identity(), comp, images, masks)
-    _close(text, want["text"])
-    _close(sem, want["sem"])
+    assert_close_f64(text, want["text"])
+    assert_close_f64(sem, want["sem"])
 
 
 class _IntParamFirst(nn.Module):
@@ -113,24 +95,24 @@ def test_contrastive_num_feat_layers_defaults_to_five_and_two_reads_one_layer() 
     """Without ``num_feat_layers`` the terms are the release's with 5 (``residual_features[1:5]``); with 2 the
     textural term reads ``residual_features[1]`` only (the release's ratio of means, + 1e-7) and the semantic term
     is unchanged."""
-    netD, images, masks, corrupted, comp = _case()
+    netD, images, masks, corrupted, comp = release_case(3)
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16)
     want = release_reference(netD, loss.mlp, comp, images, masks)
     text, sem = loss(corrupted, comp, images, masks)
-    _close(text, want["text"])
-    _close(sem, want["sem"])
+    assert_close_f64(text, want["text"])
+    assert_close_f64(sem, want["sem"])
     text2, sem2 = loss(corrupted, comp, images, masks, 2)
     with torch.no_grad():
         fo, fg, fc = netD(comp)[0][1], netD(images)[0][1], netD(corrupted)[0][1]
         want_text2 = (fo - fg).abs().mean() / ((fo - fc).abs().mean() + 1e-7)
-    _close(text2, want_text2)
-    _close(sem2, want["sem"])
+    assert_close_f64(text2, want_text2)
+    assert_close_f64(sem2, want["sem"])
 
 
 @pytest.mark.parametrize("value", [1, 0, -3, True, 5.0, "5"])
 def test_contrastive_rejects_num_feat_layers_that_is_not_an_int_of_at_least_two(value: object) -> None:
     """``num_feat_layers`` below 2, a bool or a non-int raises ``ValueError`` naming it, before D runs."""
-    netD, images, masks, corrupted, comp = _case(2)
+    netD, images, masks, corrupted, comp = release_case(2)
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16)
     with pytest.raises(ValueError, match=rf"^num_feat_layers: expected an int >= 2, got {value!r}$"):
         loss(corrupted, comp, images, masks, value)
@@ -139,7 +121,7 @@ def test_contrastive_rejects_num_feat_layers_that_is_not_an_int_of_at_least_two(
 def test_contrastive_errors_name_input_gt_and_mask() -> None:
     """A 3-D ``input`` or ``gt`` raises ``ValueError`` naming it; a ``mask`` whose batch differs from ``gt``'s raises
     ``ValueError`` naming ``mask`` and both sizes."""
-    netD, images, masks, corrupted, comp = _case(2)
+    netD, images, masks, corrupted, comp = release_case(2)
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16)
     with pytest.raises(ValueError, match=r"^input: expected a 4-D tensor, got shape \(3, 32, 32\)$"):
         loss(corrupted[0], comp, images, masks)
@@ -160,7 +142,7 @@ def test_contrastive_chunk_size_sets_the_autograd_free_passes(b: int, chunk_size
     """``chunk_size`` (default 8) is the number of images per autograd-free pass of D: the anchor runs whole (with
     autograd), ``x``, ``x~`` and the negatives (every image under every other image's mask) in chunks; the terms
     are the release's."""
-    netD, images, masks, corrupted, comp = _case(b)
+    netD, images, masks, corrupted, comp = release_case(b)
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16, **kwargs)
     seen: list[int] = []
@@ -168,18 +150,18 @@ def test_contrastive_chunk_size_sets_the_autograd_free_passes(b: int, chunk_size
     text, sem = loss(corrupted, comp, images, masks, 5)
     assert seen == sizes
     want = release_reference(netD, loss.mlp, comp, images, masks)
-    _close(text, want["text"])
-    _close(sem, want["sem"])
+    assert_close_f64(text, want["text"])
+    assert_close_f64(sem, want["sem"])
 
 
 def test_contrastive_called_twice_on_one_composite_gives_the_same_terms() -> None:
     """Without ``dualadv.G`` in between, a second call on the same composite runs the anchor pass again and gives the
     same terms as the first (and as the release)."""
-    netD, images, masks, corrupted, comp = _case()
+    netD, images, masks, corrupted, comp = release_case(3)
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16)
     first = loss(corrupted, comp, images, masks, 5)
     second = loss(corrupted, comp, images, masks, 5)
     want = release_reference(netD, loss.mlp, comp, images, masks)
     for got in (first, second):
-        _close(got[0], want["text"])
-        _close(got[1], want["sem"])
+        assert_close_f64(got[0], want["text"])
+        assert_close_f64(got[1], want["sem"])

@@ -22,8 +22,7 @@ from torch import nn
 
 from scatloss.adapters import load_optimizer_state
 from scatloss.adapters import release as release_module
-from scatloss.masks import MaskGenerator
-from tests.test_adapters_release import SIZE, ReleaseLikeD, release_reference
+from tests.test_adapters_release import assert_close_f64, release_case, release_reference
 
 ARGS = SimpleNamespace(globalgan_type="hingegan", SCAT_type="hingegan")
 
@@ -153,28 +152,11 @@ def test_release_adversarial_error_names_args_globalgan_type() -> None:
     )
 
 
-def _case(b: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A float64 release-layout D in eval mode, images, hole masks, the corrupted input (holes filled with 1) and a
-    composite."""
-    torch.manual_seed(0)
-    netD = ReleaseLikeD().double().eval()
-    gen = torch.Generator().manual_seed(3)
-    images = torch.rand(b, 3, SIZE, SIZE, generator=gen, dtype=torch.float64) * 2 - 1
-    masks = MaskGenerator(SIZE, SIZE, seed=1).sample(b).double()
-    pred = torch.rand(images.shape, generator=gen, dtype=torch.float64) * 2 - 1
-    comp = masks * pred + (1 - masks) * images
-    return netD, images, masks, images * (1 - masks) + masks, comp
-
-
-def _close(got: torch.Tensor, want: torch.Tensor) -> None:
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
-
-
 def test_release_passes_take_chunk_size_images_whoever_builds_the_shared_state() -> None:
     """The trainer's order (``dualadv.G`` then ``Contrastive``, defaults): the anchor comes from ``G``; x and x~ of 4
     images run whole and the 12 off-diagonal negatives as 8 + 4 (default ``chunk_size`` 8). ``Contrastive`` first on
     a fresh D with ``chunk_size=2``: everything but the anchor in passes of at most 2. The terms are the release's."""
-    netD, images, masks, corrupted, comp = _case(4)
+    netD, images, masks, corrupted, comp = release_case(4)
     seen: list[int] = []
     netD.blocks[0][0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     adv = release_module.dualadv(ARGS)
@@ -185,18 +167,18 @@ def test_release_passes_take_chunk_size_images_whoever_builds_the_shared_state()
     text, sem = loss(corrupted, comp, images, masks, 5)
     assert seen == [4, 4, 8, 4]
     want = release_reference(netD, loss.mlp, comp, images, masks)
-    _close(text, want["text"])
-    _close(sem, want["sem"])
+    assert_close_f64(text, want["text"])
+    assert_close_f64(sem, want["sem"])
 
-    netD, images, masks, corrupted, comp = _case(3)
+    netD, images, masks, corrupted, comp = release_case(3)
     seen = []
     netD.blocks[0][0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16, chunk_size=2)
     text, sem = loss(corrupted, comp, images, masks, 5)
     assert seen == [3, 2, 1, 2, 1, 2, 2, 2]  # anchor, x in 2 + 1, x~ in 2 + 1, 6 negatives in 2s
     want = release_reference(netD, loss.mlp, comp, images, masks)
-    _close(text, want["text"])
-    _close(sem, want["sem"])
+    assert_close_f64(text, want["text"])
+    assert_close_f64(sem, want["sem"])
 
 
 def _release_textural(netD: nn.Module, comp: torch.Tensor, images: torch.Tensor, corrupted: torch.Tensor, n: int):
@@ -210,14 +192,14 @@ def _release_textural(netD: nn.Module, comp: torch.Tensor, images: torch.Tensor,
 def test_release_contrastive_num_feat_layers_picks_the_textural_layers() -> None:
     """``num_feat_layers = 3`` reads residual features 1 and 2 only; a later call with 5 reads 1 .. 4 (the shared
     state is rebuilt for the new count); the semantic term is the release's in both."""
-    netD, images, masks, corrupted, comp = _case(3)
+    netD, images, masks, corrupted, comp = release_case(3)
     loss = release_module.Contrastive(ARGS, netD, input_dim=32, mlp_dim=16)
     want = release_reference(netD, loss.mlp, comp, images, masks)
     for n in (3, 5, 3):
         text, sem = loss(corrupted, comp, images, masks, n)
-        _close(text, _release_textural(netD, comp, images, corrupted, n))
-        _close(sem, want["sem"])
-    _close(_release_textural(netD, comp, images, corrupted, 5), want["text"])
+        assert_close_f64(text, _release_textural(netD, comp, images, corrupted, n))
+        assert_close_f64(sem, want["sem"])
+    assert_close_f64(_release_textural(netD, comp, images, corrupted, 5), want["text"])
 
 
 def test_release_contrastive_chunk_size_holds_when_dualadv_g_builds_the_shared_state() -> None:
@@ -225,7 +207,7 @@ def test_release_contrastive_chunk_size_holds_when_dualadv_g_builds_the_shared_s
     state), then ``Contrastive(chunk_size=2)`` still runs x, x~ and the negatives in passes of at most 2 (it was
     once silently left at 8), and keeps the anchor ``G`` computed; with ``num_feat_layers = 3`` the next ``G``
     keeps the three-layer state instead of rebuilding it for five."""
-    netD, images, masks, corrupted, comp = _case(3)
+    netD, images, masks, corrupted, comp = release_case(3)
     seen: list[int] = []
     netD.blocks[0][0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     adv = release_module.dualadv(ARGS)
@@ -234,8 +216,8 @@ def test_release_contrastive_chunk_size_holds_when_dualadv_g_builds_the_shared_s
     text, sem = loss(corrupted, comp, images, masks, 5)
     assert seen == [3, 2, 1, 2, 1, 2, 2, 2]  # anchor from G, x in 2 + 1, x~ in 2 + 1, 6 negatives in 2s
     want = release_reference(netD, loss.mlp, comp, images, masks)
-    _close(text, want["text"])
-    _close(sem, want["sem"])
+    assert_close_f64(text, want["text"])
+    assert_close_f64(sem, want["sem"])
     loss(corrupted, comp, images, masks, 3)
     state = release_module._shared(netD)
     assert (len(state.criterion.textural_layers), state.criterion.chunk_size) == (2, 2)
