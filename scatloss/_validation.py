@@ -37,8 +37,10 @@ __all__ = [
     "check_hole_convention",
     "check_image_range",
     "check_nonempty_batch",
+    "check_nonempty_map",
     "check_number",
     "check_same_batch",
+    "check_sizes",
     "check_same_device",
     "inverted_hole_samples",
     "read_to_host",
@@ -238,6 +240,19 @@ def check_nonempty_batch(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name}: expected a non-empty batch (B >= 1), got shape {tuple(x.shape)}")
 
 
+def check_nonempty_map(name: str, x: torch.Tensor, what: str) -> None:
+    """``ValueError`` naming ``name`` for a ``(B, C, h, w)`` ``what`` (a mask, a logit map) without rows or columns."""
+    if x.shape[-2] == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{name}: expected a {what} with at least one row and one column, got shape {tuple(x.shape)}")
+
+
+def check_sizes(*sizes: tuple[str, Any], what: str = "") -> None:
+    """``ValueError`` naming the first ``(name, value)`` of ``sizes`` that is not a positive int (a bool is not)."""
+    for name, value in sizes:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int{what}, got {value!r}")
+
+
 def check_same_batch(**tensors: torch.Tensor) -> None:
     """Check that all tensors share their first (batch) dimension."""
     sizes = {name: t.shape[0] for name, t in tensors.items()}
@@ -280,8 +295,7 @@ def check_hole(
         raise ValueError(
             f"{name}: expected shape (B, 1, H, W) with one channel (1 = missing pixel), got shape {tuple(hole.shape)}"
         )
-    if hole.shape[2] == 0 or hole.shape[3] == 0:
-        raise ValueError(f"{name}: expected a mask with at least one row and one column, got shape {tuple(hole.shape)}")
+    check_nonempty_map(name, hole, "mask")
     if batch is not None and hole.shape[0] != batch:
         raise ValueError(f"{name}: expected batch size {batch} to match the other inputs, got {hole.shape[0]}")
     wanted = _VALUE_CHECKS and not _is_compiling() and (recheck or not _VALIDATED.get())

@@ -50,6 +50,7 @@ from ._validation import (
     check_float_tensor,
     check_hole,
     check_nonempty_batch,
+    check_nonempty_map,
     check_number,
     check_same_batch,
     check_same_device,
@@ -105,10 +106,7 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
     if t.shape[1] != 1:
         raise ValueError(f"{name}: expected a per-pixel logit map of shape (B, 1, h, w), got shape {tuple(t.shape)}")
     check_nonempty_batch(name, t)
-    if t.shape[2] == 0 or t.shape[3] == 0:
-        raise ValueError(
-            f"{name}: expected a logit map with at least one row and one column, got shape {tuple(t.shape)}"
-        )
+    check_nonempty_map(name, t, "logit map")
     return t
 
 

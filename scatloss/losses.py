@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import functional as SF
-from ._validation import check_bool, check_choice, check_float_tensor, check_hole, check_number
+from ._validation import check_bool, check_choice, check_float_tensor, check_hole, check_number, check_sizes
 from .functional import KINDS, REDUCTIONS, REGIONS, Kind, Reduction, Region, Resample
 from .masks import RESAMPLE_MODES
 
@@ -216,13 +216,9 @@ class SemanticContrastiveLoss(nn.Module):
         self.projection: nn.Module | None = None
         self.in_features = in_features
         if in_features is not None:
-            for name, value in (
-                ("in_features", in_features),
-                ("hidden_features", hidden_features),
-                ("out_features", out_features),
-            ):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            check_sizes(
+                ("in_features", in_features), ("hidden_features", hidden_features), ("out_features", out_features)
+            )
             self.projection = nn.Sequential(
                 nn.Linear(in_features, hidden_features), nn.ReLU(), nn.Linear(hidden_features, out_features)
             )

@@ -61,7 +61,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._validation import ValueChecks, check_choice, check_float_tensor, check_hole, describe, validated
+from .._validation import ValueChecks, check_choice, check_float_tensor, check_hole, check_sizes, describe, validated
 from ..criterion import SCATCriterion
 from ..functional import KINDS, REGIONS, Kind, Region
 from ..losses import InpaintingObjective, _check_weight
@@ -171,9 +171,9 @@ class SCATDiscriminator(nn.Module):
         if segmenter is not None and not isinstance(segmenter, nn.Module):
             raise TypeError(f"segmenter: expected a torch.nn.Module or None, got {describe(segmenter)}")
         self.semantic_pool = check_choice("semantic_pool", semantic_pool, ("relu_sum", "mean", "flatten"))
-        for name, value in (("hidden_features", hidden_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int (a projection head size), got {value!r}")
+        check_sizes(
+            ("hidden_features", hidden_features), ("out_features", out_features), what=" (a projection head size)"
+        )
 
         auto_text = auto_sem = None
         auto_dim: int | None = None

@@ -286,7 +286,7 @@ class SCATAdversarialLoss(nn.Module):
             out_features=out_features,
         )
         # The host's discriminator is held, not registered: its parameters are the host's to optimise and save.
-        # So are the criterion and the discriminator it was built for (assigning a Module attribute registers it).
+        # So is the cached criterion (assigning a Module attribute registers it).
         self._nets: dict[str, nn.Module | None] = {"D": discriminator}
         self._cache: dict[str, Any] = {"criterion": None}
 
